@@ -1,0 +1,1 @@
+"""The Starlette gateway: HTTP API, WebSocket endpoint, local hub and live feed."""

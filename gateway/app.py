@@ -1,0 +1,38 @@
+"""The Starlette application: routes, error handlers, and the lifespan that owns the services."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Mount, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from gateway import http_api
+from gateway.problems import handle_procreche_error, handle_unexpected
+from gateway.services import open_services
+from gateway.ws import websocket_endpoint
+from realtime.errors import ProcrecheError
+from realtime.settings import Settings
+
+STATIC = Path(__file__).with_name("static")
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_services(settings) as services:
+            app.state.services = services
+            yield
+
+    return Starlette(
+        routes=[
+            *http_api.routes,
+            WebSocketRoute("/ws", websocket_endpoint),
+            Mount("/", StaticFiles(directory=STATIC, html=True), name="static"),
+        ],
+        exception_handlers={ProcrecheError: handle_procreche_error, Exception: handle_unexpected},
+        lifespan=lifespan,
+    )

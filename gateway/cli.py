@@ -1,0 +1,171 @@
+"""The `procreche` command: serve, worker, migrate, demo.
+
+It lives in the gateway package because `serve` composes everything: embedded or
+configured servers, the Starlette app under uvicorn, and the persistence worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.wsproto import FanoutWebSocketProtocol
+from realtime import demo
+from realtime.database import migrate, open_pool
+from realtime.embedded import servers
+from realtime.errors import ProcrecheError
+from realtime.keys import Keys
+from realtime.message_store import MessageStore
+from realtime.passwords import Passwords
+from realtime.protocol import MAX_FRAME
+from realtime.redis_client import open_redis
+from realtime.settings import Settings, SettingsError
+from workers.persistence import PersistenceWorker
+
+log = logging.getLogger("procreche")
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server with our signal handling: SIGTERM must also stop the worker and
+    the embedded servers cleanly, which uvicorn's own handlers (re-raising the signal
+    after shutdown) would skip."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def uvicorn_config(app: object, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, host=host, port=port, ws=FanoutWebSocketProtocol, ws_max_size=MAX_FRAME,
+        ws_per_message_deflate=False, lifespan="on", log_level="info", proxy_headers=True,
+    )
+
+
+def on_stop_signals(stop: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+
+
+async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
+    assert settings.database_url is not None and settings.redis_url is not None
+    async with open_pool(settings.database_url, max_size=4) as pool, open_redis(settings.redis_url) as redis:
+        await migrate(pool)
+        worker = PersistenceWorker(
+            redis, Keys(settings.redis_prefix, settings.partitions), MessageStore(pool),
+            batch=settings.worker_batch, reclaim_idle_ms=settings.reclaim_idle_ms,
+        )
+        log.info("persistence worker %s started", worker.name)
+        task = asyncio.create_task(worker.run())
+        await stopping.wait()
+        worker.close()
+        await task
+
+
+async def seed_demo(settings: Settings) -> None:
+    assert settings.database_url is not None
+    password, generated = demo.demo_password(settings.data_dir, settings.demo_password)
+    async with open_pool(settings.database_url, max_size=2) as pool:
+        await migrate(pool)
+        await demo.seed(pool, Passwords(), password)
+    source = "generated now" if generated else ("PROCRECHE_DEMO_PASSWORD" if settings.demo_password else
+                                                f"kept in {settings.data_dir / 'demo-password'}")
+    print(f"demo: '{demo.STRUCTURE}' ready; accounts {', '.join(u.email for u in demo.USERS)}")
+    print(f"demo: password for every demo account: {password}  ({source})", flush=True)
+
+
+async def serve(settings: Settings, *, with_demo: bool) -> None:
+    async with servers(settings.data_dir, settings.database_url, settings.redis_url) as (db, rd):
+        settings = settings.with_servers(db, rd)
+        if with_demo:
+            await seed_demo(settings)
+        server = Server(uvicorn_config(create_app(settings), settings.host, settings.port))
+        stopping = asyncio.Event()
+
+        def stop() -> None:
+            server.should_exit = True
+            stopping.set()
+
+        on_stop_signals(stop)
+        print(f"procreche: serving on http://{settings.host}:{settings.port}/", flush=True)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(run_worker(settings, stopping))
+            try:
+                await server.serve()
+            finally:
+                stopping.set()
+
+
+async def worker(settings: Settings) -> None:
+    async with servers(settings.data_dir, settings.database_url, settings.redis_url) as (db, rd):
+        stopping = asyncio.Event()
+        on_stop_signals(stopping.set)
+        await run_worker(settings.with_servers(db, rd), stopping)
+
+
+async def migrate_only(settings: Settings) -> None:
+    async with servers(settings.data_dir, settings.database_url, settings.redis_url) as (db, _):
+        async with open_pool(db, max_size=1) as pool:
+            await migrate(pool)
+    print("procreche: schema up to date", flush=True)
+
+
+async def demo_only(settings: Settings) -> None:
+    async with servers(settings.data_dir, settings.database_url, settings.redis_url) as (db, rd):
+        await seed_demo(settings.with_servers(db, rd))
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="procreche", description=__doc__.splitlines()[0] if __doc__ else None)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("serve", "run the gateway and the persistence worker"),
+        ("worker", "run the persistence worker alone"),
+        ("migrate", "apply schema.sql (idempotent)"),
+        ("demo", "seed the demo structure (idempotent)"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--data", type=Path, help="data folder for embedded servers (default ./var)")
+        if name == "serve":
+            sub.add_argument("--host")
+            sub.add_argument("--port", type=int)
+            sub.add_argument("--demo", action="store_true", help="seed the demo structure first")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"procreche: {exc}", file=sys.stderr)
+        return 2
+    if args.data is not None:
+        settings = replace(settings, data_dir=args.data)
+    if args.command == "serve":
+        settings = replace(settings, host=args.host or settings.host, port=args.port or settings.port)
+        runner = serve(settings, with_demo=args.demo)
+    else:
+        runner = {"worker": worker, "migrate": migrate_only, "demo": demo_only}[args.command](settings)
+    try:
+        asyncio.run(runner)
+    except ProcrecheError as exc:
+        print(f"procreche: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The HTTP API: login, logout, terms, password, me, health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.services import Services
+from realtime.accounts import SessionUser
+from realtime.errors import BadRequest, Unauthenticated
+
+MAX_BODY = 64 * 1024
+HEALTH_TIMEOUT = 2.0
+
+
+def services(request: Request) -> Services:
+    s: Services = request.app.state.services
+    return s
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise BadRequest("request body too large", code="too_large")
+    try:
+        data = json.loads(raw or b"null")
+    except ValueError:
+        raise BadRequest("body must be JSON", code="bad_request") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object", code="bad_request")
+    return data
+
+
+async def current_user(request: Request, *, terms: bool = True) -> SessionUser:
+    """The user behind `Authorization: Bearer <token>`; with terms=True, only once they
+    accepted the current terms of use."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("send Authorization: Bearer <token>", code="unauthenticated")
+    user = await services(request).accounts.authenticate(token.strip())
+    return user.require_terms() if terms else user
+
+
+async def login(request: Request) -> Response:
+    body = await json_body(request)
+    token, user = await services(request).accounts.login(body.get("email"), body.get("password"))
+    return JSONResponse({"token": token, "user": user.public(), "terms_accepted": user.terms_accepted})
+
+
+async def logout(request: Request) -> Response:
+    user = await current_user(request, terms=False)
+    await services(request).accounts.logout(user)
+    return Response(status_code=204)
+
+
+async def terms(request: Request) -> Response:
+    return JSONResponse(await services(request).accounts.current_terms())
+
+
+async def accept_terms(request: Request) -> Response:
+    user = await current_user(request, terms=False)
+    body = await json_body(request)
+    await services(request).accounts.accept_terms(user, body.get("version"))
+    return JSONResponse({"accepted": body["version"]})
+
+
+async def change_password(request: Request) -> Response:
+    user = await current_user(request)
+    body = await json_body(request)
+    await services(request).accounts.change_password(user, body.get("old_password"), body.get("new_password"))
+    return Response(status_code=204)
+
+
+async def me(request: Request) -> Response:
+    user = await current_user(request)
+    s = services(request)
+    principal = await s.directory.principal(user.user_id)
+    if principal is None:
+        raise Unauthenticated("invalid or expired token", code="invalid_token")
+    return JSONResponse(await s.directory.me(principal))
+
+
+async def healthz(request: Request) -> Response:
+    s = services(request)
+
+    checks = {"postgres": s.pool.fetchval("SELECT 1"), "redis": s.redis.ping()}
+    results = await asyncio.gather(
+        *(asyncio.wait_for(check, HEALTH_TIMEOUT) for check in checks.values()), return_exceptions=True
+    )
+    down = [name for name, result in zip(checks, results, strict=True) if isinstance(result, BaseException)]
+    if down:
+        return JSONResponse({"status": "down", "down": down}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+routes = [
+    Route("/api/login", login, methods=["POST"]),
+    Route("/api/logout", logout, methods=["POST"]),
+    Route("/api/terms", terms, methods=["GET"]),
+    Route("/api/terms/accept", accept_terms, methods=["POST"]),
+    Route("/api/password", change_password, methods=["POST"]),
+    Route("/api/me", me, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+]

@@ -1,0 +1,128 @@
+"""The local hub: which connections of this process follow which channel. No I/O.
+
+`deliver` hands the same pre-built frame bytes to every live subscriber with no task,
+future or await per delivery; a subscriber whose write buffer passes the bound is closed
+(it will resume from its last sequence), so a slow reader never delays the others.
+While a subscriber catches up on its backlog, live messages wait in its bounded
+`pending` list; `go_live` replays them past what the backlog already covered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.frames import ws_frame
+from realtime.codec import Codec
+from realtime.errors import CloseCode
+from realtime.messages import Message
+
+MAX_PENDING = 10_000
+
+
+class Sink(Protocol):
+    def write(self, frame: bytes) -> None: ...
+
+    def buffered(self) -> int: ...
+
+    def close(self, code: int, reason: str = "") -> None: ...
+
+
+class Outgoing:
+    """A message on its way out, framed at most once per wire format."""
+
+    __slots__ = ("_frames", "message", "seq")
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.seq = message.seq
+        self._frames: dict[str, bytes] = {}
+
+    def frame(self, codec: Codec) -> bytes:
+        frame = self._frames.get(codec.subprotocol)
+        if frame is None:
+            frame = ws_frame(codec.encode(self.message.frame()), binary=codec.binary)
+            self._frames[codec.subprotocol] = frame
+        return frame
+
+
+@dataclass(eq=False, slots=True)
+class Subscriber:
+    sink: Sink
+    codec: Codec
+    channel: str
+    last_seq: int = 0
+    pending: list[Outgoing] | None = field(default_factory=list)
+
+
+class Hub:
+    def __init__(self, outbound_limit: int) -> None:
+        self.outbound_limit = outbound_limit
+        self._channels: dict[str, set[Subscriber]] = {}
+
+    def add(self, sub: Subscriber) -> bool:
+        """Register a subscriber (catching up). True if it is the channel's first here."""
+        subs = self._channels.get(sub.channel)
+        if subs is None:
+            self._channels[sub.channel] = {sub}
+            return True
+        subs.add(sub)
+        return False
+
+    def remove(self, sub: Subscriber) -> bool:
+        """True if the channel has no subscriber left here."""
+        subs = self._channels.get(sub.channel)
+        if subs is None:
+            return False
+        subs.discard(sub)
+        if subs:
+            return False
+        del self._channels[sub.channel]
+        return True
+
+    def channels(self) -> Iterable[str]:
+        return self._channels.keys()
+
+    def subscriber_count(self, channel: str) -> int:
+        return len(self._channels.get(channel, ()))
+
+    def deliver(self, channel: str, out: Outgoing) -> None:
+        subs = self._channels.get(channel)
+        if not subs:
+            return
+        slow: list[Subscriber] = []
+        seq = out.seq
+        limit = self.outbound_limit
+        for sub in subs:
+            pending = sub.pending
+            if pending is not None:
+                if len(pending) >= MAX_PENDING:
+                    slow.append(sub)
+                else:
+                    pending.append(out)
+                continue
+            if seq <= sub.last_seq:
+                continue
+            sub.last_seq = seq
+            sink = sub.sink
+            sink.write(out.frame(sub.codec))
+            if sink.buffered() > limit:
+                slow.append(sub)
+        for sub in slow:
+            sub.sink.close(CloseCode.SLOW_CONSUMER, "slow consumer: resume from your last seq")
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every subscribed connection (they will resume from their last seq)."""
+        sinks = {sub.sink for subs in self._channels.values() for sub in subs}
+        for sink in sinks:
+            sink.close(code, reason)
+
+    def go_live(self, sub: Subscriber, last_seq: int) -> None:
+        """The backlog up to `last_seq` was written: replay what came since, then go live."""
+        sub.last_seq = last_seq
+        pending, sub.pending = sub.pending or [], None
+        for out in pending:
+            if out.seq > sub.last_seq:
+                sub.last_seq = out.seq
+                sub.sink.write(out.frame(sub.codec))

@@ -1,0 +1,140 @@
+"""The live feed: this process's one Redis pub/sub connection, one subscription per
+channel that has local subscribers, feeding the hub.
+
+Pub/sub is only the live path: if the connection to Redis breaks, messages published
+meanwhile never arrive here. So a lost connection closes every WebSocket of the process
+with LIVE_PATH_LOST; clients resume from their last sequence (from the history, which is
+the record), and this feed reconnects with a fresh subscription set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from gateway.hub import Hub, Outgoing
+from realtime.errors import Unavailable
+from realtime.keys import Keys
+from realtime.messages import unpack_record
+
+log = logging.getLogger("procreche.live")
+
+SUBSCRIBE_TIMEOUT = 5.0
+CONTROL = "_gateway"
+
+
+class LiveFeed:
+    def __init__(self, redis: Redis, keys: Keys, hub: Hub, on_lost: Callable[[], None]) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.hub = hub
+        self.on_lost = on_lost
+        self._pubsub: PubSub | None = None
+        self._confirmed: set[str] = set()
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._lock = asyncio.Lock()
+        self._ready = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[LiveFeed]:
+        task = asyncio.create_task(self._run(), name="live-feed")
+        try:
+            await asyncio.wait_for(self._ready.wait(), SUBSCRIBE_TIMEOUT * 2)
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if self._pubsub is not None:
+                await asyncio.shield(self._pubsub.aclose())
+
+    async def ensure(self, channel: str) -> None:
+        """Return once Redis confirms the subscription: from then on no PUBLISH is missed."""
+        if channel in self._confirmed:
+            return
+        waiter = self._waiting.get(channel)
+        if waiter is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting[channel] = waiter
+            try:
+                await self._command("subscribe", channel)
+            except BaseException:
+                self._waiting.pop(channel, None)
+                raise
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_TIMEOUT)
+        except TimeoutError:
+            raise Unavailable("the live feed did not confirm the subscription") from None
+
+    async def release(self, channel: str) -> None:
+        """The last local subscriber left: stop receiving the channel."""
+        self._confirmed.discard(channel)
+        with contextlib.suppress(RedisError, OSError, Unavailable):
+            await self._command("unsubscribe", channel)
+
+    async def _command(self, verb: str, channel: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            raise Unavailable("the live feed is reconnecting")
+        async with self._lock:
+            try:
+                await asyncio.wait_for(getattr(pubsub, verb)(self.keys.live(channel)), SUBSCRIBE_TIMEOUT)
+            except (RedisError, OSError, TimeoutError) as exc:
+                raise Unavailable("the live feed is unavailable") from exc
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.keys.live(CONTROL))
+                self._pubsub = pubsub
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        backoff = 0.1
+                        try:
+                            self._handle(message)
+                        except (ValueError, KeyError, TypeError):
+                            log.exception("undecodable live message on %r skipped", message.get("channel"))
+            except (RedisError, OSError) as exc:
+                log.warning("live feed lost (%s); closing local connections, reconnecting", exc)
+            finally:
+                self._pubsub = None
+                self._confirmed.clear()
+                for waiter in self._waiting.values():
+                    if not waiter.done():
+                        waiter.set_exception(Unavailable("the live feed was lost"))
+                self._waiting.clear()
+                await asyncio.shield(pubsub.aclose())
+            self.on_lost()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        channel = self.keys.live_channel_name(_text(message["channel"]))
+        if kind == "message":
+            if channel == CONTROL:
+                return
+            seq, _, record = message["data"].partition(b" ")
+            self.hub.deliver(channel, Outgoing(unpack_record(int(seq), record)))
+        elif kind == "subscribe":
+            if channel == CONTROL:
+                self._ready.set()
+                return
+            self._confirmed.add(channel)
+            waiter = self._waiting.pop(channel, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,33 @@
+"""HTTP errors as RFC 9457 problem documents carrying the same stable `code` as the
+WebSocket error frames."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from realtime.errors import ProcrecheError
+
+log = logging.getLogger("procreche.http")
+
+
+def problem(status: int, code: str, detail: str, *, title: str | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"type": "about:blank", "title": title or code.replace("_", " "), "status": status, "code": code,
+         "detail": detail},
+        status_code=status,
+        media_type="application/problem+json",
+        headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
+    )
+
+
+async def handle_procreche_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProcrecheError)
+    return problem(exc.http_status, exc.code, exc.message)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(500, "internal", "internal error; retry later")

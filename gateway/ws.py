@@ -1,0 +1,209 @@
+"""The `/ws` endpoint: pumps WebSocket messages through the sans-I/O protocol and does
+the I/O each request needs (sessions, permission facts, the bus, the hub).
+
+Requests of one connection are handled one after the other, in order: a client's
+publishes keep their order, and a subscribe's reply, backlog and switch to live happen
+with no other delivery in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.websockets import WebSocket
+
+from gateway.frames import ws_frame
+from gateway.problems import problem
+from gateway.hub import Outgoing, Sink, Subscriber
+from gateway.services import Services
+from gateway.wsproto import SINK_EXTENSION
+from realtime.channels import Channel
+from realtime.codec import choose
+from realtime.errors import CloseCode, Forbidden, ProcrecheError, Unauthenticated
+from realtime.messages import Author, validate_body
+from realtime.permissions import ChannelFacts, Principal, may_publish, may_subscribe
+from realtime.protocol import Auth, Publish, Request, RequestError, ServerProtocol, Subscribe, Unsubscribe
+
+log = logging.getLogger("procreche.ws")
+
+MAX_SUBSCRIPTIONS = 256
+
+
+class Session:
+    """One WebSocket connection, after the handshake."""
+
+    def __init__(self, services: Services, websocket: WebSocket, sink: Sink, protocol: ServerProtocol) -> None:
+        self.services = services
+        self.websocket = websocket
+        self.sink = sink
+        self.protocol = protocol
+        self.principal: Principal | None = None
+        self.subscriptions: dict[str, Subscriber] = {}
+        self._facts: dict[str, ChannelFacts] = {}
+
+    def send(self, payload: bytes) -> None:
+        self.sink.write(ws_frame(payload, binary=self.protocol.codec.binary))
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        self.protocol.closed()
+        self.sink.close(code, reason)
+
+    async def run(self) -> None:
+        try:
+            if await self._authenticate():
+                await self._serve()
+        finally:
+            await asyncio.shield(self._unsubscribe_all())
+
+    async def _receive(self) -> bytes | str | None:
+        message = await self.websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        data: bytes | str | None = message.get("text")
+        return message.get("bytes") if data is None else data
+
+    async def _authenticate(self) -> bool:
+        try:
+            async with asyncio.timeout(self.services.settings.auth_timeout_seconds):
+                while True:
+                    data = await self._receive()
+                    if data is None:
+                        return False
+                    try:
+                        request = self.protocol.receive(data)
+                    except RequestError as exc:
+                        self.send(self.protocol.error(exc.rid, exc.error))
+                        continue
+                    assert isinstance(request, Auth)
+                    return await self._auth(request)
+        except TimeoutError:
+            self.close(CloseCode.AUTH_TIMEOUT, "no auth frame in time")
+            return False
+
+    async def _auth(self, request: Auth) -> bool:
+        try:
+            user = await self.services.accounts.authenticate(request.token)
+            principal = await self.services.directory.principal(user.user_id)
+            if principal is None:
+                raise Unauthenticated("invalid or expired token", code="invalid_token")
+        except ProcrecheError as exc:
+            self.send(self.protocol.error(request.rid, exc))
+            self.close(CloseCode.AUTH_FAILED, exc.code)
+            return False
+        if not principal.terms_accepted:
+            error = Forbidden("the current terms of use must be accepted first", code="terms_not_accepted")
+            self.send(self.protocol.error(request.rid, error))
+            self.close(CloseCode.TERMS_NOT_ACCEPTED, error.code)
+            return False
+        self.principal = principal
+        self.protocol.authenticated()
+        self.send(self.protocol.reply(request.rid, user=user.public()))
+        return True
+
+    async def _serve(self) -> None:
+        while (data := await self._receive()) is not None:
+            rid = None
+            try:
+                request = self.protocol.receive(data)
+                rid = request.rid
+                await self._dispatch(request)
+            except RequestError as exc:
+                self.send(self.protocol.error(exc.rid, exc.error))
+            except ProcrecheError as exc:
+                self.send(self.protocol.error(rid, exc))
+            except Exception:
+                log.exception("request failed")
+                self.send(self.protocol.error(rid, ProcrecheError("internal error; retry later")))
+
+    async def _dispatch(self, request: Request) -> None:
+        if isinstance(request, Subscribe):
+            await self._subscribe(request)
+        elif isinstance(request, Unsubscribe):
+            await self._unsubscribe(request)
+        elif isinstance(request, Publish):
+            await self._publish(request)
+        else:  # pragma: no cover - the protocol admits auth only before this point
+            raise AssertionError(request)
+
+    async def _facts(self, channel: Channel) -> ChannelFacts:
+        if channel.name not in self._facts:
+            self._facts[channel.name] = await self.services.directory.channel_facts(channel)
+        return self._facts[channel.name]
+
+    def _check(self, allowed: bool, code: str, reason: str) -> None:
+        if not allowed:
+            raise Forbidden(reason, code=code)
+
+    async def _subscribe(self, request: Subscribe) -> None:
+        assert self.principal is not None
+        channel = request.channel
+        decision = may_subscribe(self.principal, channel, await self._facts(channel))
+        self._check(decision.allowed, decision.code, decision.reason)
+        if channel.name in self.subscriptions:
+            raise Forbidden("already subscribed to this channel", code="already_subscribed")
+        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            raise Forbidden(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection", code="too_many_subscriptions")
+        services = self.services
+        sub = Subscriber(self.sink, self.protocol.codec, channel.name)
+        self.subscriptions[channel.name] = sub
+        services.hub.add(sub)
+        try:
+            await services.live.ensure(channel.name)
+            backlog = await services.bus.backlog(channel, request.since, services.settings.resume_limit)
+        except BaseException:
+            await self._drop(sub)
+            raise
+        # No await from here on: nothing is delivered between the reply, the backlog and live.
+        self.send(
+            self.protocol.reply(
+                request.rid, channel=channel.name, seq=backlog.head, epoch=backlog.epoch, recovered=backlog.recovered
+            )
+        )
+        for message in backlog.messages:
+            self.sink.write(Outgoing(message).frame(self.protocol.codec))
+        services.hub.go_live(sub, backlog.head)
+
+    async def _unsubscribe(self, request: Unsubscribe) -> None:
+        sub = self.subscriptions.get(request.channel.name)
+        if sub is None:
+            raise Forbidden("not subscribed to this channel", code="not_subscribed")
+        await self._drop(sub)
+        self.send(self.protocol.reply(request.rid, channel=request.channel.name))
+
+    async def _drop(self, sub: Subscriber) -> None:
+        self.subscriptions.pop(sub.channel, None)
+        if self.services.hub.remove(sub):
+            await self.services.live.release(sub.channel)
+
+    async def _unsubscribe_all(self) -> None:
+        for sub in list(self.subscriptions.values()):
+            await self._drop(sub)
+
+    async def _publish(self, request: Publish) -> None:
+        assert self.principal is not None
+        channel = request.channel
+        decision = may_publish(self.principal, channel, await self._facts(channel))
+        self._check(decision.allowed, decision.code, decision.reason)
+        body = validate_body(request.body)
+        author = Author(self.principal.user_id, self.principal.name)
+        published = await self.services.bus.publish(channel, author, body, request.msg_id)
+        self.send(self.protocol.reply(request.rid, channel=channel.name, seq=published.seq, id=published.id))
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    sink: Sink | None = websocket.scope.get("extensions", {}).get(SINK_EXTENSION)
+    if sink is None:
+        log.error("/ws needs gateway.wsproto.FanoutWebSocketProtocol; run the gateway with `procreche serve`")
+        await websocket.close(code=CloseCode.INTERNAL)
+        return
+    codec = choose(websocket.scope.get("subprotocols", []))
+    if codec is None:
+        await websocket.send_denial_response(
+            problem(400, "unsupported_subprotocol", "offer procreche.v1.msgpack or procreche.v1.json")
+        )
+        return
+    await websocket.accept(subprotocol=codec.subprotocol)
+    await Session(services, websocket, sink, ServerProtocol(codec)).run()
+

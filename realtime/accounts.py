@@ -1,0 +1,159 @@
+"""Accounts: login with throttling, opaque session tokens, terms of use, password change."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+
+from realtime import keys as K
+from realtime.database import Pool
+from realtime.errors import BadRequest, NotFound, Throttled, Unauthenticated, terms_not_accepted
+from realtime.keys import Keys
+from realtime.passwords import Passwords, check_rules
+from realtime.settings import Settings
+
+INVALID_CREDENTIALS = "wrong email or password"
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def normalise_email(email: object) -> str:
+    if not isinstance(email, str) or not 3 <= len(email) <= 254 or "@" not in email:
+        raise BadRequest("a valid email is required", code="bad_request")
+    return email.strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUser:
+    """The user behind a valid token."""
+
+    user_id: int
+    email: str
+    name: str
+    terms_accepted: bool
+    token_hash: bytes
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.user_id, "email": self.email, "name": self.name}
+
+    def require_terms(self) -> SessionUser:
+        if not self.terms_accepted:
+            raise terms_not_accepted()
+        return self
+
+
+SESSION_SQL = """
+SELECT u.id, u.email, u.display_name,
+       EXISTS (SELECT 1 FROM terms_acceptances a
+               WHERE a.user_id = u.id AND a.version = (SELECT max(version) FROM terms_versions))
+         AS terms_accepted
+FROM sessions s JOIN users u ON u.id = s.user_id
+WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND u.disabled_at IS NULL
+"""
+
+
+class Accounts:
+    def __init__(self, pool: Pool, redis: Redis, keys: Keys, settings: Settings, passwords: Passwords) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.keys = keys
+        self.settings = settings
+        self.passwords = passwords
+        self._count_failure = redis.register_script(K.COUNT_FAILURE)
+
+    async def login(self, email: object, password: object) -> tuple[str, SessionUser]:
+        address = normalise_email(email)
+        if not isinstance(password, str) or not password or len(password) > 1024:
+            raise BadRequest("password is required", code="bad_request")
+        throttle_key = self.keys.login_failures(hashlib.sha256(address.encode()).hexdigest())
+        # Counted before verifying, unknown accounts alike: parallel guesses cannot slip
+        # past the limit, and the answer never tells whether an account exists.
+        attempts = int(await self._count_failure(keys=[throttle_key], args=[self.settings.login_window_seconds]))
+        if attempts > self.settings.login_max_attempts:
+            raise Throttled("too many failed attempts for this account; try again later")
+        row = await self.pool.fetchrow(
+            "SELECT id, password_hash, disabled_at FROM users WHERE email = $1", address
+        )
+        valid = await self.passwords.verify(row["password_hash"] if row else None, password)
+        if not valid or row is None or row["password_hash"] is None:
+            raise Unauthenticated(INVALID_CREDENTIALS, code="invalid_credentials")
+        if row["disabled_at"] is not None:
+            raise Unauthenticated("this account is disabled", code="account_disabled")
+        await self.redis.delete(throttle_key)
+        token = secrets.token_urlsafe(32)
+        expires = datetime.now().astimezone() + timedelta(hours=self.settings.session_ttl_hours)
+        await self.pool.execute(
+            "INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
+            token_digest(token), row["id"], expires,
+        )
+        user = await self.session(token)
+        assert user is not None
+        return token, user
+
+    async def session(self, token: str) -> SessionUser | None:
+        digest = token_digest(token)
+        row = await self.pool.fetchrow(SESSION_SQL, digest)
+        if row is None:
+            return None
+        return SessionUser(row["id"], row["email"], row["display_name"], row["terms_accepted"], digest)
+
+    async def authenticate(self, token: str) -> SessionUser:
+        user = await self.session(token) if 0 < len(token) <= 256 else None
+        if user is None:
+            raise Unauthenticated("invalid or expired token", code="invalid_token")
+        return user
+
+    async def logout(self, user: SessionUser) -> None:
+        await self.pool.execute(
+            "UPDATE sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL", user.token_hash
+        )
+
+    async def current_terms(self) -> dict[str, Any]:
+        row = await self.pool.fetchrow("SELECT version, text FROM terms_versions ORDER BY version DESC LIMIT 1")
+        if row is None:
+            raise NotFound("no terms of use are published")
+        return {"version": row["version"], "text": row["text"]}
+
+    async def accept_terms(self, user: SessionUser, version: object) -> None:
+        current = await self.current_terms()
+        if version != current["version"] or isinstance(version, bool):
+            raise BadRequest(f"the current terms are version {current['version']}", code="terms_version_mismatch")
+        await self.pool.execute(
+            "INSERT INTO terms_acceptances (user_id, version) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            user.user_id, current["version"],
+        )
+
+    async def change_password(self, user: SessionUser, old: object, new: object) -> None:
+        """Only the owner changes a password, and proves it with the old one. Every other
+        session of the account is revoked; the one that asked stays open."""
+        if not isinstance(old, str) or not old:
+            raise BadRequest("the current password is required", code="bad_request")
+        new_password = check_rules(new, email=user.email)
+        if new_password == old:
+            raise BadRequest("the new password must differ from the current one", code="weak_password")
+        hashed = await self.pool.fetchval("SELECT password_hash FROM users WHERE id = $1", user.user_id)
+        if not await self.passwords.verify(hashed, old):
+            raise Unauthenticated("the current password is wrong", code="invalid_credentials")
+        new_hash = await self.passwords.hash(new_password)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE users SET password_hash = $2, must_reset_password = false WHERE id = $1",
+                user.user_id, new_hash,
+            )
+            await conn.execute(
+                "UPDATE sessions SET revoked_at = now()"
+                " WHERE user_id = $1 AND token_hash <> $2 AND revoked_at IS NULL",
+                user.user_id, user.token_hash,
+            )
+            await conn.execute(
+                "INSERT INTO audit_log (actor_id, action, subject_type, subject_id)"
+                " VALUES ($1, 'password.change', 'user', $2)",
+                user.user_id, str(user.user_id),
+            )

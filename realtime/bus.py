@@ -1,0 +1,124 @@
+"""The message bus on Redis: the atomic publish, and reading a channel's history.
+
+Publishing is one Lua script (realtime.keys.PUBLISH): it takes the channel's next
+sequence, appends to the capped history stream and to the partition's ingest stream, and
+PUBLISHes to the live channel, atomically. A missing sequence (a new channel, or Redis
+lost its data) is first seeded from the highest sequence in Postgres, under a new epoch.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from realtime import keys as K
+from realtime.channels import Channel
+from realtime.errors import Unavailable
+from realtime.ids import uuid7
+from realtime.keys import Keys
+from realtime.message_store import MessageStore
+from realtime.messages import Author, Message, pack_record, unpack_record
+
+DEDUP_TTL_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    seq: int
+    id: str
+    duplicate: bool
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What a subscriber missed: `messages` in order, the channel's head, and whether the
+    gap was served whole (`recovered`)."""
+
+    messages: list[Message]
+    head: int
+    epoch: str
+    recovered: bool
+
+
+def parse_stream_seq(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
+
+
+class Bus:
+    def __init__(self, redis: Redis, keys: Keys, store: MessageStore, *, history_maxlen: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.store = store
+        self.history_maxlen = history_maxlen
+        self._publish = redis.register_script(K.PUBLISH)
+        self._seed = redis.register_script(K.SEED)
+
+    async def publish(
+        self, channel: Channel, author: Author, body: dict[str, Any], msg_id: str, children: tuple[int, ...] = ()
+    ) -> Published:
+        ck = self.keys.channel(channel)
+        message_id = str(uuid7())
+        record = pack_record(
+            id=message_id, channel=channel.name, author=author, body=body,
+            at=datetime.now(UTC), msg_id=msg_id, children=children,
+        )
+        keys = [ck.seq, ck.epoch, ck.history, ck.ingest, ck.dedup(author.id, msg_id)]
+        args = [message_id, record, self.history_maxlen, DEDUP_TTL_SECONDS, ck.live]
+        try:
+            try:
+                result = await self._publish(keys=keys, args=args)
+            except ResponseError as exc:
+                if "NOSEQ" not in str(exc):
+                    raise
+                await self._seed_sequence(channel)
+                result = await self._publish(keys=keys, args=args)
+        except RedisError as exc:
+            raise Unavailable("the message bus is unavailable; retry with the same msg_id") from exc
+        seq, mid, duplicate, epoch = result
+        return Published(int(seq), _text(mid), bool(duplicate), _text(epoch))
+
+    async def _seed_sequence(self, channel: Channel) -> None:
+        ck = self.keys.channel(channel)
+        floor = await self.store.max_seq(channel.name)
+        await self._seed(keys=[ck.seq, ck.epoch, ck.history], args=[floor, secrets.token_hex(8)])
+
+    async def backlog(self, channel: Channel, since: int | None, limit: int) -> Backlog:
+        """Messages with seq > since, at most the `limit` newest: from the Redis history,
+        and from Postgres for the part older than the history window. since=None: none."""
+        ck = self.keys.channel(channel)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(ck.seq)
+                pipe.get(ck.epoch)
+                if since is not None:
+                    pipe.xrevrange(ck.history, max="+", min=f"{since + 1}-0", count=limit)
+                head_raw, epoch_raw, *rest = await pipe.execute()
+        except RedisError as exc:
+            raise Unavailable("the message bus is unavailable") from exc
+        epoch = "" if epoch_raw is None else _text(epoch_raw)
+        # No sequence in Redis: nothing was published since Redis started, so Postgres
+        # holds the whole record.
+        head = await self.store.max_seq(channel.name) if head_raw is None else int(head_raw)
+        if since is None or since >= head:
+            return Backlog([], head, epoch, since is None or since == head)
+        recent = [unpack_record(int(fields[b"s"]), fields[b"m"]) for _, fields in reversed(rest[0])]
+        lowest = recent[0].seq if recent else head + 1
+        older: list[Message] = []
+        if lowest > since + 1 and len(recent) < limit:
+            older = await self.store.newest_between(
+                channel.name, after=since, upto=lowest - 1, limit=limit - len(recent)
+            )
+        messages = older + recent
+        return Backlog(messages, head, epoch, len(messages) == head - since)
+
+
+def _text(value: bytes | str | int) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)

@@ -1,0 +1,70 @@
+"""Wire codecs: one frame schema, two encodings, chosen by WebSocket subprotocol.
+
+A codec only turns frames (plain dicts) into bytes and back; it knows nothing of ops.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import msgpack
+
+from realtime.errors import BadRequest
+
+JSON_SUBPROTOCOL = "procreche.v1.json"
+MSGPACK_SUBPROTOCOL = "procreche.v1.msgpack"
+
+
+class Codec(Protocol):
+    subprotocol: str
+    binary: bool
+
+    def encode(self, frame: dict[str, Any]) -> bytes: ...
+
+    def decode(self, data: bytes | str) -> object: ...
+
+
+class JsonCodec:
+    subprotocol = JSON_SUBPROTOCOL
+    binary = False
+
+    def encode(self, frame: dict[str, Any]) -> bytes:
+        return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def decode(self, data: bytes | str) -> object:
+        if isinstance(data, bytes):
+            raise BadRequest("binary frames are not accepted on the JSON subprotocol", code="bad_frame")
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise BadRequest("frame is not valid JSON", code="bad_frame") from None
+
+
+class MsgpackCodec:
+    subprotocol = MSGPACK_SUBPROTOCOL
+    binary = True
+
+    def encode(self, frame: dict[str, Any]) -> bytes:
+        return msgpack.packb(frame)
+
+    def decode(self, data: bytes | str) -> object:
+        if isinstance(data, str):
+            raise BadRequest("text frames are not accepted on the msgpack subprotocol", code="bad_frame")
+        try:
+            # Bounded containers: a 64 KiB frame must not expand into a huge structure.
+            return msgpack.unpackb(data, max_array_len=4096, max_map_len=1024, strict_map_key=True)
+        except (ValueError, msgpack.UnpackException, TypeError):
+            raise BadRequest("frame is not valid msgpack", code="bad_frame") from None
+
+
+CODECS: dict[str, Codec] = {c.subprotocol: c for c in (MsgpackCodec(), JsonCodec())}
+
+
+def choose(offered: list[str]) -> Codec | None:
+    """The first subprotocol the client offers that we speak, in the client's order."""
+    for name in offered:
+        codec = CODECS.get(name)
+        if codec is not None:
+            return codec
+    return None

@@ -1,0 +1,88 @@
+"""Every error a client can see, with its stable code, and the WebSocket close codes.
+
+The tree:
+
+    ProcrecheError                 code, message, http_status, retry
+    ├── BadRequest                 the request itself is wrong: fix it, don't retry as is
+    ├── Unauthenticated            no valid session: log in again
+    ├── Forbidden                  denied by policy (also terms_not_accepted)
+    ├── NotFound
+    ├── Throttled                  too many attempts: retry later
+    └── Unavailable                a backing server is down: retry with backoff
+
+Codes are part of the external contract (docs/protocol.md): never rename one.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ProcrecheError(Exception):
+    code = "internal"
+    http_status = 500
+    retry = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(ProcrecheError):
+    code = "bad_request"
+    http_status = 400
+
+
+class Unauthenticated(ProcrecheError):
+    code = "unauthenticated"
+    http_status = 401
+
+
+class Forbidden(ProcrecheError):
+    code = "forbidden"
+    http_status = 403
+
+
+class NotFound(ProcrecheError):
+    code = "not_found"
+    http_status = 404
+
+
+class Throttled(ProcrecheError):
+    code = "too_many_attempts"
+    http_status = 429
+    retry = True
+
+
+class Unavailable(ProcrecheError):
+    code = "unavailable"
+    http_status = 503
+    retry = True
+
+
+def terms_not_accepted() -> Forbidden:
+    return Forbidden("the current terms of use must be accepted first", code="terms_not_accepted")
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the gateway sends. 4000–4099: reconnect; 4400–4499: don't
+    reconnect without doing something first (log in, accept the terms)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    LIVE_PATH_LOST = 4000
+    SLOW_CONSUMER = 4001
+    AUTH_TIMEOUT = 4401
+    AUTH_FAILED = 4403
+    TERMS_NOT_ACCEPTED = 4406
+    PROTOCOL_VIOLATION = 4400
+
+    @property
+    def reconnect(self) -> bool:
+        return self < 4400 or self >= 4500

@@ -1,0 +1,112 @@
+"""Every Redis key, stream, pub/sub channel and Lua script procreche uses, in one place.
+
+Each key of a channel, and the ingest stream of the channel's partition, carry the hash
+tag `{P}`, so that the publish script touches a single Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from realtime.channels import Channel
+
+CONSUMER_GROUP = "persist"
+
+
+@dataclass(frozen=True)
+class ChannelKeys:
+    seq: str
+    epoch: str
+    history: str
+    ingest: str
+    live: str
+
+    def dedup(self, author_id: int, msg_id: str) -> str:
+        # Keyed by author too: another user replaying someone's msg_id must not learn its seq.
+        return f"{self.seq}:dedup:{author_id}:{msg_id}"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+    partitions: int
+
+    def channel(self, channel: Channel) -> ChannelKeys:
+        p = channel.partition(self.partitions)
+        base = f"{self.prefix}:{{{p}}}"
+        return ChannelKeys(
+            seq=f"{base}:seq:{channel.name}",
+            epoch=f"{base}:epoch:{channel.name}",
+            history=f"{base}:hist:{channel.name}",
+            ingest=self.ingest(p),
+            live=self.live(channel.name),
+        )
+
+    def ingest(self, partition: int) -> str:
+        return f"{self.prefix}:{{{partition}}}:ingest"
+
+    def all_ingest(self) -> list[str]:
+        return [self.ingest(p) for p in range(self.partitions)]
+
+    def live(self, channel_name: str) -> str:
+        return f"{self.prefix}:live:{channel_name}"
+
+    def live_channel_name(self, live_key: str) -> str:
+        return live_key.removeprefix(f"{self.prefix}:live:")
+
+    def dead_letter(self, ingest_stream: str) -> str:
+        # Same partition tag as the stream, so a pipeline may touch both.
+        return f"{ingest_stream}:dead"
+
+    def login_failures(self, account_digest: str) -> str:
+        return f"{self.prefix}:login:{account_digest}"
+
+
+# KEYS: seq, epoch, history, ingest, dedup
+# ARGV: id, record (msgpack, without seq), history maxlen, dedup ttl seconds, live channel
+# Returns {seq, id, duplicate(0|1), epoch}, or the error NOSEQ when the channel's sequence
+# must first be seeded from Postgres (a new channel, or Redis lost it).
+PUBLISH = """
+local prior = redis.call('GET', KEYS[5])
+if prior then
+  local sep = string.find(prior, ' ', 1, true)
+  return {tonumber(string.sub(prior, 1, sep - 1)), string.sub(prior, sep + 1), 1,
+          redis.call('GET', KEYS[2]) or ''}
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return redis.error_reply('NOSEQ')
+end
+local seq = redis.call('INCR', KEYS[1])
+local id = tostring(seq) .. '-0'
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], id, 's', seq, 'm', ARGV[2])
+redis.call('XADD', KEYS[4], '*', 's', seq, 'm', ARGV[2])
+redis.call('SET', KEYS[5], tostring(seq) .. ' ' .. ARGV[1], 'EX', ARGV[4])
+redis.call('PUBLISH', ARGV[5], tostring(seq) .. ' ' .. ARGV[2])
+return {seq, ARGV[1], 0, redis.call('GET', KEYS[2]) or ''}
+"""
+
+# KEYS: seq, epoch, history
+# ARGV: highest sequence persisted in Postgres, new epoch
+# Seeds the sequence no lower than what the history stream still holds, and starts a new
+# epoch so that clients know what they saw under the old one may be gone.
+SEED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+local floor = tonumber(ARGV[1])
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+if last[1] then
+  local s = tonumber(string.match(last[1][1], '^(%d+)'))
+  if s > floor then floor = s end
+end
+redis.call('SET', KEYS[1], floor)
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: failures counter. ARGV: window seconds. Counts one failed login in a fixed window.
+COUNT_FAILURE = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""

@@ -1,0 +1,99 @@
+"""A published message: what Redis carries (msgpack record) and what clients receive.
+
+The record travels without its sequence number: the publish script assigns the sequence
+and stores it beside the record, so the record is packed once, before the script runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+
+from realtime.errors import BadRequest
+
+MAX_TEXT = 10_000
+BODY_KINDS = frozenset({"text"})
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: str
+    channel: str
+    seq: int
+    author: Author
+    body: dict[str, Any]
+    at: datetime
+    msg_id: str
+    children: tuple[int, ...] = field(default=())
+    withdrawn: bool = False
+
+    def frame(self) -> dict[str, Any]:
+        frame: dict[str, Any] = {
+            "op": "message",
+            "channel": self.channel,
+            "seq": self.seq,
+            "id": self.id,
+            "author": {"id": self.author.id, "name": self.author.name},
+            "body": self.body,
+            "at": self.at.isoformat().replace("+00:00", "Z"),
+        }
+        if self.withdrawn:
+            frame["withdrawn"] = True
+        return frame
+
+
+def pack_record(
+    *, id: str, channel: str, author: Author, body: dict[str, Any], at: datetime, msg_id: str,
+    children: tuple[int, ...] = (),
+) -> bytes:
+    return msgpack.packb(
+        {
+            "id": id,
+            "ch": channel,
+            "a": [author.id, author.name],
+            "b": body,
+            "t": int(at.timestamp() * 1_000_000),
+            "k": msg_id,
+            "c": list(children),
+        }
+    )
+
+
+def unpack_record(seq: int, data: bytes) -> Message:
+    r = msgpack.unpackb(data)
+    return Message(
+        id=r["id"],
+        channel=r["ch"],
+        seq=seq,
+        author=Author(r["a"][0], r["a"][1]),
+        body=r["b"],
+        at=datetime.fromtimestamp(r["t"] / 1_000_000, UTC),
+        msg_id=r["k"],
+        children=tuple(r["c"]),
+    )
+
+
+def validate_body(body: object) -> dict[str, Any]:
+    """The body of a publish, checked field by field; anything unknown is refused."""
+    if not isinstance(body, dict):
+        raise BadRequest("body must be an object", code="bad_body")
+    kind = body.get("kind")
+    if kind not in BODY_KINDS:
+        raise BadRequest(f"body kind must be one of {sorted(BODY_KINDS)}", code="bad_body")
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("a text body needs non-empty 'text'", code="bad_body")
+    if len(text) > MAX_TEXT:
+        raise BadRequest(f"text is longer than {MAX_TEXT} characters", code="bad_body")
+    if set(body) - {"kind", "text"}:
+        raise BadRequest("unknown fields in body", code="bad_body")
+    return {"kind": "text", "text": text}

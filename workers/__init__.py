@@ -1,0 +1,1 @@
+"""Background workers: persistence of the ingest streams (media, retention come later)."""

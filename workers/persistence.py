@@ -1,0 +1,156 @@
+"""The persistence worker: ingest streams → Postgres, acknowledged only after commit.
+
+Reads every partition's ingest stream through the consumer group `persist`, inserts each
+batch idempotently, then XACKs and XDELs it. Entries a dead worker left pending are
+reclaimed with XAUTOCLAIM once idle for `reclaim_idle_ms`. A SIGKILL at any point loses
+nothing (unacknowledged entries stay pending) and duplicates nothing (the insert is
+idempotent on the message id and on (channel, seq)).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from realtime.keys import CONSUMER_GROUP, Keys
+from realtime.message_store import MessageStore
+from realtime.messages import Message, unpack_record
+
+log = logging.getLogger("procreche.worker")
+
+BLOCK_MS = 1000
+RECLAIM_EVERY_S = 1.0
+MAX_BACKOFF_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    stream: str
+    entry_id: bytes
+    message: Message | None  # None: the entry cannot be decoded (dead-lettered)
+    fields: dict[bytes, bytes]
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+class PersistenceWorker:
+    def __init__(
+        self, redis: Redis, keys: Keys, store: MessageStore, *, batch: int, reclaim_idle_ms: int,
+        name: str | None = None,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.store = store
+        self.batch = batch
+        self.reclaim_idle_ms = reclaim_idle_ms
+        self.name = name or consumer_name()
+        self.streams = keys.all_ingest()
+        self.persisted = 0
+        self._stopping = asyncio.Event()
+
+    def close(self) -> None:
+        """Finish the batch in hand, then return from `run`."""
+        self._stopping.set()
+
+    async def ensure_groups(self) -> None:
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Persist until `close()`; with burst=True, until nothing is left to persist."""
+        backoff = 0.1
+        own_pending = True  # after a start or a failure, our own pending entries come first
+        next_reclaim = 0.0
+        loop = asyncio.get_running_loop()
+        need_groups = True
+        while not self._stopping.is_set():
+            try:
+                if need_groups:
+                    await self.ensure_groups()
+                    need_groups = False
+                entries: list[Entry] = []
+                if loop.time() >= next_reclaim:
+                    entries = await self._reclaim()
+                    next_reclaim = loop.time() + RECLAIM_EVERY_S
+                if not entries and own_pending:
+                    entries = await self._read("0", block=None)
+                    own_pending = bool(entries)
+                if not entries:
+                    entries = await self._read(">", block=None if burst else BLOCK_MS)
+                if not entries:
+                    if burst:
+                        return
+                    continue
+                await self._persist(entries)
+                backoff = 0.1
+            except (RedisError, OSError, TimeoutError) as exc:
+                own_pending = True
+                # A Redis restarted without persistence comes back without the groups.
+                need_groups = isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
+                log.warning("persistence: %s; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+            except Exception:
+                # Postgres errors and anything unforeseen: keep the entries pending, retry.
+                own_pending = True
+                log.exception("persistence failed; retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def _read(self, start: str, *, block: int | None) -> list[Entry]:
+        reply = await self.redis.xreadgroup(
+            CONSUMER_GROUP, self.name, dict.fromkeys(self.streams, start), count=self.batch, block=block,
+        )
+        return [
+            _entry(stream, entry_id, fields)
+            for stream, items in (reply or [])
+            for entry_id, fields in items
+            if fields  # an entry deleted while pending comes back with no fields
+        ]
+
+    async def _reclaim(self) -> list[Entry]:
+        entries: list[Entry] = []
+        for stream in self.streams:
+            reply = await self.redis.xautoclaim(
+                stream, CONSUMER_GROUP, self.name, min_idle_time=self.reclaim_idle_ms, start_id="0-0",
+                count=self.batch,
+            )
+            entries.extend(_entry(stream, entry_id, fields) for entry_id, fields in reply[1] if fields)
+        return entries
+
+    async def _persist(self, entries: list[Entry]) -> None:
+        messages = [e.message for e in entries if e.message is not None]
+        await self.store.insert(messages)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for e in entries:
+                if e.message is None:
+                    pipe.xadd(self.keys.dead_letter(e.stream), {b"id": e.entry_id, **e.fields})
+            for stream in {e.stream for e in entries}:
+                ids = [e.entry_id for e in entries if e.stream == stream]
+                pipe.xack(stream, CONSUMER_GROUP, *ids)
+                pipe.xdel(stream, *ids)
+            await pipe.execute()
+        self.persisted += len(messages)
+
+
+def _entry(stream: bytes | str, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    name = stream.decode() if isinstance(stream, bytes) else stream
+    try:
+        message = unpack_record(int(fields[b"s"]), fields[b"m"])
+    except (KeyError, ValueError, TypeError):
+        log.error("ingest entry %s in %s cannot be decoded; dead-lettered", entry_id, name)
+        return Entry(name, entry_id, None, fields)
+    return Entry(name, entry_id, message, {})
