@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from gateway.app import create_app
 from gateway.wsproto import FanoutWebSocketProtocol
@@ -45,10 +46,17 @@ class Server(uvicorn.Server):
         yield
 
 
-def uvicorn_config(app: object, host: str, port: int) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(
-        app, host=host, port=port, ws=FanoutWebSocketProtocol, ws_max_size=MAX_FRAME,
-        ws_per_message_deflate=False, lifespan="on", log_level="info", proxy_headers=True,
+        app,
+        host=host,
+        port=port,
+        ws=FanoutWebSocketProtocol,
+        ws_max_size=MAX_FRAME,
+        ws_per_message_deflate=False,
+        lifespan="on",
+        log_level="info",
+        proxy_headers=True,
     )
 
 
@@ -59,12 +67,16 @@ def on_stop_signals(stop: Callable[[], None]) -> None:
 
 
 async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
-    assert settings.database_url is not None and settings.redis_url is not None
+    assert settings.database_url is not None
+    assert settings.redis_url is not None
     async with open_pool(settings.database_url, max_size=4) as pool, open_redis(settings.redis_url) as redis:
         await migrate(pool)
         worker = PersistenceWorker(
-            redis, Keys(settings.redis_prefix, settings.partitions), MessageStore(pool),
-            batch=settings.worker_batch, reclaim_idle_ms=settings.reclaim_idle_ms,
+            redis,
+            Keys(settings.redis_prefix, settings.partitions),
+            MessageStore(pool),
+            batch=settings.worker_batch,
+            reclaim_idle_ms=settings.reclaim_idle_ms,
         )
         log.info("persistence worker %s started", worker.name)
         task = asyncio.create_task(worker.run())
@@ -79,8 +91,11 @@ async def seed_demo(settings: Settings) -> None:
     async with open_pool(settings.database_url, max_size=2) as pool:
         await migrate(pool)
         await demo.seed(pool, Passwords(), password)
-    source = "generated now" if generated else ("PROCRECHE_DEMO_PASSWORD" if settings.demo_password else
-                                                f"kept in {settings.data_dir / 'demo-password'}")
+    source = (
+        "generated now"
+        if generated
+        else ("PROCRECHE_DEMO_PASSWORD" if settings.demo_password else f"kept in {settings.data_dir / 'demo-password'}")
+    )
     print(f"demo: '{demo.STRUCTURE}' ready; accounts {', '.join(u.email for u in demo.USERS)}")
     print(f"demo: password for every demo account: {password}  ({source})", flush=True)
 
@@ -115,9 +130,11 @@ async def worker(settings: Settings) -> None:
 
 
 async def migrate_only(settings: Settings) -> None:
-    async with servers(settings.data_dir, settings.database_url, settings.redis_url) as (db, _):
-        async with open_pool(db, max_size=1) as pool:
-            await migrate(pool)
+    async with (
+        servers(settings.data_dir, settings.database_url, settings.redis_url) as (db, _),
+        open_pool(db, max_size=1) as pool,
+    ):
+        await migrate(pool)
     print("procreche: schema up to date", flush=True)
 
 

@@ -53,7 +53,7 @@ class LiveFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             if self._pubsub is not None:
-                await asyncio.shield(self._pubsub.aclose())
+                await asyncio.shield(self._pubsub.aclose())  # type: ignore[no-untyped-call]
 
     async def ensure(self, channel: str) -> None:
         """Return once Redis confirms the subscription: from then on no PUBLISH is missed."""
@@ -113,7 +113,7 @@ class LiveFeed:
                     if not waiter.done():
                         waiter.set_exception(Unavailable("the live feed was lost"))
                 self._waiting.clear()
-                await asyncio.shield(pubsub.aclose())
+                await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
             self.on_lost()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)

@@ -15,8 +15,13 @@ log = logging.getLogger("procreche.http")
 
 def problem(status: int, code: str, detail: str, *, title: str | None = None) -> JSONResponse:
     return JSONResponse(
-        {"type": "about:blank", "title": title or code.replace("_", " "), "status": status, "code": code,
-         "detail": detail},
+        {
+            "type": "about:blank",
+            "title": title or code.replace("_", " "),
+            "status": status,
+            "code": code,
+            "detail": detail,
+        },
         status_code=status,
         media_type="application/problem+json",
         headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,

@@ -44,15 +44,21 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         await migrate(pool)
         hub = Hub(settings.outbound_buffer_limit)
         live = LiveFeed(
-            redis, keys, hub,
+            redis,
+            keys,
+            hub,
             on_lost=lambda: hub.close_all(CloseCode.LIVE_PATH_LOST, "live feed lost: resume from your last seq"),
         )
         services = Services(
-            settings=settings, pool=pool, redis=redis, keys=keys,
+            settings=settings,
+            pool=pool,
+            redis=redis,
+            keys=keys,
             accounts=Accounts(pool, redis, keys, settings, Passwords()),
             directory=Directory(pool),
             bus=Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen),
-            hub=hub, live=live,
+            hub=hub,
+            live=live,
         )
         async with live.running():
             yield services

@@ -14,8 +14,8 @@ import logging
 from starlette.websockets import WebSocket
 
 from gateway.frames import ws_frame
-from gateway.problems import problem
 from gateway.hub import Outgoing, Sink, Subscriber
+from gateway.problems import problem
 from gateway.services import Services
 from gateway.wsproto import SINK_EXTENSION
 from realtime.channels import Channel
@@ -40,7 +40,7 @@ class Session:
         self.protocol = protocol
         self.principal: Principal | None = None
         self.subscriptions: dict[str, Subscriber] = {}
-        self._facts: dict[str, ChannelFacts] = {}
+        self._facts_cache: dict[str, ChannelFacts] = {}
 
     def send(self, payload: bytes) -> None:
         self.sink.write(ws_frame(payload, binary=self.protocol.codec.binary))
@@ -123,13 +123,13 @@ class Session:
             await self._unsubscribe(request)
         elif isinstance(request, Publish):
             await self._publish(request)
-        else:  # pragma: no cover - the protocol admits auth only before this point
-            raise AssertionError(request)
+        else:  # the protocol admits auth only before this point
+            raise TypeError(f"unexpected request {request!r}")
 
     async def _facts(self, channel: Channel) -> ChannelFacts:
-        if channel.name not in self._facts:
-            self._facts[channel.name] = await self.services.directory.channel_facts(channel)
-        return self._facts[channel.name]
+        if channel.name not in self._facts_cache:
+            self._facts_cache[channel.name] = await self.services.directory.channel_facts(channel)
+        return self._facts_cache[channel.name]
 
     def _check(self, allowed: bool, code: str, reason: str) -> None:
         if not allowed:
@@ -157,7 +157,11 @@ class Session:
         # No await from here on: nothing is delivered between the reply, the backlog and live.
         self.send(
             self.protocol.reply(
-                request.rid, channel=channel.name, seq=backlog.head, epoch=backlog.epoch, recovered=backlog.recovered
+                request.rid,
+                channel=channel.name,
+                seq=backlog.head,
+                epoch=backlog.epoch,
+                recovered=backlog.recovered,
             )
         )
         for message in backlog.messages:
@@ -206,4 +210,3 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
     await websocket.accept(subprotocol=codec.subprotocol)
     await Session(services, websocket, sink, ServerProtocol(codec)).run()
-

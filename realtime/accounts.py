@@ -78,9 +78,7 @@ class Accounts:
         attempts = int(await self._count_failure(keys=[throttle_key], args=[self.settings.login_window_seconds]))
         if attempts > self.settings.login_max_attempts:
             raise Throttled("too many failed attempts for this account; try again later")
-        row = await self.pool.fetchrow(
-            "SELECT id, password_hash, disabled_at FROM users WHERE email = $1", address
-        )
+        row = await self.pool.fetchrow("SELECT id, password_hash, disabled_at FROM users WHERE email = $1", address)
         valid = await self.passwords.verify(row["password_hash"] if row else None, password)
         if not valid or row is None or row["password_hash"] is None:
             raise Unauthenticated(INVALID_CREDENTIALS, code="invalid_credentials")
@@ -91,7 +89,9 @@ class Accounts:
         expires = datetime.now().astimezone() + timedelta(hours=self.settings.session_ttl_hours)
         await self.pool.execute(
             "INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
-            token_digest(token), row["id"], expires,
+            token_digest(token),
+            row["id"],
+            expires,
         )
         user = await self.session(token)
         assert user is not None
@@ -112,7 +112,8 @@ class Accounts:
 
     async def logout(self, user: SessionUser) -> None:
         await self.pool.execute(
-            "UPDATE sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL", user.token_hash
+            "UPDATE sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",
+            user.token_hash,
         )
 
     async def current_terms(self) -> dict[str, Any]:
@@ -127,7 +128,8 @@ class Accounts:
             raise BadRequest(f"the current terms are version {current['version']}", code="terms_version_mismatch")
         await self.pool.execute(
             "INSERT INTO terms_acceptances (user_id, version) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            user.user_id, current["version"],
+            user.user_id,
+            current["version"],
         )
 
     async def change_password(self, user: SessionUser, old: object, new: object) -> None:
@@ -145,15 +147,17 @@ class Accounts:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE users SET password_hash = $2, must_reset_password = false WHERE id = $1",
-                user.user_id, new_hash,
+                user.user_id,
+                new_hash,
             )
             await conn.execute(
-                "UPDATE sessions SET revoked_at = now()"
-                " WHERE user_id = $1 AND token_hash <> $2 AND revoked_at IS NULL",
-                user.user_id, user.token_hash,
+                "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND token_hash <> $2 AND revoked_at IS NULL",
+                user.user_id,
+                user.token_hash,
             )
             await conn.execute(
                 "INSERT INTO audit_log (actor_id, action, subject_type, subject_id)"
                 " VALUES ($1, 'password.change', 'user', $2)",
-                user.user_id, str(user.user_id),
+                user.user_id,
+                str(user.user_id),
             )

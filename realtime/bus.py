@@ -60,16 +60,26 @@ class Bus:
         self._seed = redis.register_script(K.SEED)
 
     async def publish(
-        self, channel: Channel, author: Author, body: dict[str, Any], msg_id: str, children: tuple[int, ...] = ()
+        self,
+        channel: Channel,
+        author: Author,
+        body: dict[str, Any],
+        msg_id: str,
+        children: tuple[int, ...] = (),
     ) -> Published:
         ck = self.keys.channel(channel)
         message_id = str(uuid7())
         record = pack_record(
-            id=message_id, channel=channel.name, author=author, body=body,
-            at=datetime.now(UTC), msg_id=msg_id, children=children,
+            id=message_id,
+            channel=channel.name,
+            author=author,
+            body=body,
+            at=datetime.now(UTC),
+            msg_id=msg_id,
+            children=children,
         )
         keys = [ck.seq, ck.epoch, ck.history, ck.ingest, ck.dedup(author.id, msg_id)]
-        args = [message_id, record, self.history_maxlen, DEDUP_TTL_SECONDS, ck.live]
+        args: list[str | bytes | int] = [message_id, record, self.history_maxlen, DEDUP_TTL_SECONDS, ck.live]
         try:
             try:
                 result = await self._publish(keys=keys, args=args)
@@ -86,7 +96,7 @@ class Bus:
     async def _seed_sequence(self, channel: Channel) -> None:
         ck = self.keys.channel(channel)
         floor = await self.store.max_seq(channel.name)
-        await self._seed(keys=[ck.seq, ck.epoch, ck.history], args=[floor, secrets.token_hex(8)])
+        await self._seed(keys=[ck.seq, ck.epoch, ck.history], args=[str(floor), secrets.token_hex(8)])
 
     async def backlog(self, channel: Channel, since: int | None, limit: int) -> Backlog:
         """Messages with seq > since, at most the `limit` newest: from the Redis history,

@@ -1,9 +1,9 @@
 """A procreche WebSocket client, written from docs/protocol.md: used by tests and bench.
 
-    async with Client.connect(url, token) as client:
-        await client.subscribe("family:1", since=0)
-        await client.publish("family:1", "Bonjour")
-        frame = await client.next_push()
+async with Client.connect(url, token) as client:
+    await client.subscribe("family:1", since=0)
+    await client.publish("family:1", "Bonjour")
+    frame = await client.next_push()
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from realtime.codec import CODECS, JSON_SUBPROTOCOL, Codec
 
@@ -43,14 +44,22 @@ class Client:
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(
-        cls, url: str, token: str | None = None, *, subprotocol: str = JSON_SUBPROTOCOL,
+        cls,
+        url: str,
+        token: str | None = None,
+        *,
+        subprotocol: str = JSON_SUBPROTOCOL,
         origin: str | None = None,
     ) -> AsyncIterator[Client]:
         codec = CODECS[subprotocol]
         headers = {"Origin": origin} if origin else None
         async with connect(
-            url, subprotocols=[subprotocol], open_timeout=TIMEOUT, compression=None,  # type: ignore[list-item]
-            additional_headers=headers, max_size=None,
+            url,
+            subprotocols=[Subprotocol(subprotocol)],
+            open_timeout=TIMEOUT,
+            compression=None,
+            additional_headers=headers,
+            max_size=None,
         ) as ws:
             client = cls(ws, codec)
             reader = asyncio.create_task(client._read())
@@ -105,7 +114,10 @@ class Client:
 
     async def publish(self, channel: str, text: str, msg_id: str | None = None) -> dict[str, Any]:
         return await self.request(
-            "publish", channel=channel, msg_id=msg_id or str(uuid.uuid4()), body={"kind": "text", "text": text}
+            "publish",
+            channel=channel,
+            msg_id=msg_id or str(uuid.uuid4()),
+            body={"kind": "text", "text": text},
         )
 
     async def next_push(self, timeout: float = TIMEOUT) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeAlias
 
 import asyncpg
 
@@ -16,7 +17,7 @@ SCHEMA_LOCK = 0x70726F63  # pg_advisory lock id: 'proc'
 CONNECT_TIMEOUT = 15.0
 COMMAND_TIMEOUT = 10.0
 
-Pool = asyncpg.Pool
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 
 
 def schema_path() -> Path:
@@ -34,8 +35,12 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Async
     try:
         pool = await asyncio.wait_for(
             asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size, command_timeout=COMMAND_TIMEOUT,
-                init=_init_connection, timeout=CONNECT_TIMEOUT,
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=COMMAND_TIMEOUT,
+                init=_init_connection,
+                timeout=CONNECT_TIMEOUT,
             ),
             CONNECT_TIMEOUT,
         )

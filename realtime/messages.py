@@ -52,7 +52,13 @@ class Message:
 
 
 def pack_record(
-    *, id: str, channel: str, author: Author, body: dict[str, Any], at: datetime, msg_id: str,
+    *,
+    id: str,
+    channel: str,
+    author: Author,
+    body: dict[str, Any],
+    at: datetime,
+    msg_id: str,
     children: tuple[int, ...] = (),
 ) -> bytes:
     return msgpack.packb(

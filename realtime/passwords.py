@@ -17,9 +17,7 @@ def check_rules(password: object, *, email: str) -> str:
     if not isinstance(password, str):
         raise BadRequest("password must be a string", code="weak_password")
     if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
-        raise BadRequest(
-            f"password must be {MIN_LENGTH} to {MAX_LENGTH} characters long", code="weak_password"
-        )
+        raise BadRequest(f"password must be {MIN_LENGTH} to {MAX_LENGTH} characters long", code="weak_password")
     if len(set(password)) < 5:
         raise BadRequest("password must use at least 5 different characters", code="weak_password")
     local = email.partition("@")[0].lower()

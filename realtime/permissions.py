@@ -106,9 +106,7 @@ def may_publish(p: Principal, channel: Channel, facts: ChannelFacts) -> Decision
             return ALLOW
         if facts.id not in p.households:
             return FORBIDDEN
-        may_post = any(
-            g.may_post for child, g in p.guardianships.items() if child in facts.child_ids
-        )
+        may_post = any(g.may_post for child, g in p.guardianships.items() if child in facts.child_ids)
         if facts.guardians_may_post and may_post:
             return ALLOW
         return deny("posting_not_authorised", "the structure has not authorised you to post here")

@@ -17,7 +17,10 @@ SOCKET_TIMEOUT = 10.0  # above the longest BLOCK we issue (XREADGROUP blocks 1 s
 @asynccontextmanager
 async def open_redis(url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(
-        url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=5.0, health_check_interval=30,
+        url,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=5.0,
+        health_check_interval=30,
     )
     try:
         await asyncio.wait_for(client.ping(), SOCKET_TIMEOUT)

@@ -49,12 +49,12 @@ def with_database(url: str, name: str) -> str:
 @pytest_asyncio.fixture(scope="session")
 async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, str]]:
     async with contextlib.AsyncExitStack() as stack:
-        base_db = os.environ.get("DATABASE_URL") or await stack.enter_async_context(
-            embedded_postgres(tmp_path_factory.mktemp("pg"))
-        )
-        redis_url = os.environ.get("REDIS_URL") or await stack.enter_async_context(
-            embedded_redis(tmp_path_factory.mktemp("redis"))
-        )
+        base_db = os.environ.get("DATABASE_URL")
+        if not base_db:
+            base_db = await stack.enter_async_context(embedded_postgres(tmp_path_factory.mktemp("pg")))
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            redis_url = await stack.enter_async_context(embedded_redis(tmp_path_factory.mktemp("redis")))
         name = f"procreche_test_{secrets.token_hex(4)}"
         admin = await asyncpg.connect(base_db)
         try:
@@ -84,8 +84,13 @@ async def settings(servers: tuple[str, str], tmp_path: Path) -> AsyncIterator[Se
     finally:
         await conn.close()
     yield Settings(
-        data_dir=tmp_path, database_url=database_url, redis_url=redis_url, redis_prefix=prefix,
-        login_max_attempts=5, reclaim_idle_ms=500, demo_password=DEMO_PASSWORD,
+        data_dir=tmp_path,
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_prefix=prefix,
+        login_max_attempts=5,
+        reclaim_idle_ms=500,
+        demo_password=DEMO_PASSWORD,
     )
     redis = Redis.from_url(redis_url)
     try:
@@ -184,8 +189,11 @@ async def demo_families(gateway: Gateway) -> dict[str, int]:
 @contextlib.asynccontextmanager
 async def persistence_worker(settings: Settings, redis: Redis, pool: asyncpg.Pool) -> AsyncIterator[PersistenceWorker]:
     worker = PersistenceWorker(
-        redis, Keys(settings.redis_prefix, settings.partitions), MessageStore(pool),
-        batch=settings.worker_batch, reclaim_idle_ms=settings.reclaim_idle_ms,
+        redis,
+        Keys(settings.redis_prefix, settings.partitions),
+        MessageStore(pool),
+        batch=settings.worker_batch,
+        reclaim_idle_ms=settings.reclaim_idle_ms,
     )
     task = asyncio.create_task(worker.run())
     try:

@@ -106,7 +106,8 @@ async def test_expired_tokens_are_refused(gateway: Gateway) -> None:
 async def test_me_lists_the_channels_the_user_may_subscribe_to(gateway: Gateway, demo_families: dict[str, int]) -> None:
     martin = await gateway.me(await gateway.login("martin@demo.test"))
     assert [c["channel"] for c in martin["channels"]] == [
-        f"family:{demo_families['Famille Martin']}", f"child:{martin['children'][0]['id']}",
+        f"family:{demo_families['Famille Martin']}",
+        f"child:{martin['children'][0]['id']}",
     ]
     assert martin["children"][0]["first_name"] == "Léa"
     assert [r["role"] for r in martin["roles"]] == ["guardian"]
@@ -119,7 +120,11 @@ class TestPasswordChange:
     async def test_needs_the_old_password_and_a_strong_new_one(self, gateway: Gateway) -> None:
         token = await gateway.login("martin@demo.test")
         cases = [
-            ({"old_password": "wrong-password", "new_password": "a fresh long passphrase"}, 401, "invalid_credentials"),
+            (
+                {"old_password": "wrong-password", "new_password": "a fresh long passphrase"},
+                401,
+                "invalid_credentials",
+            ),
             ({"old_password": DEMO_PASSWORD, "new_password": "short"}, 400, "weak_password"),
             ({"old_password": DEMO_PASSWORD, "new_password": "aaaaaaaaaaaaaaaa"}, 400, "weak_password"),
             ({"old_password": DEMO_PASSWORD, "new_password": "my martin password"}, 400, "weak_password"),

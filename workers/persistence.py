@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -35,7 +36,7 @@ class Entry:
     stream: str
     entry_id: bytes
     message: Message | None  # None: the entry cannot be decoded (dead-lettered)
-    fields: dict[bytes, bytes]
+    fields: dict[Any, Any]  # the raw stream fields, kept for the dead-letter stream
 
 
 def consumer_name() -> str:
@@ -44,7 +45,13 @@ def consumer_name() -> str:
 
 class PersistenceWorker:
     def __init__(
-        self, redis: Redis, keys: Keys, store: MessageStore, *, batch: int, reclaim_idle_ms: int,
+        self,
+        redis: Redis,
+        keys: Keys,
+        store: MessageStore,
+        *,
+        batch: int,
+        reclaim_idle_ms: int,
         name: str | None = None,
     ) -> None:
         self.redis = redis
@@ -111,8 +118,13 @@ class PersistenceWorker:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     async def _read(self, start: str, *, block: int | None) -> list[Entry]:
-        reply = await self.redis.xreadgroup(
-            CONSUMER_GROUP, self.name, dict.fromkeys(self.streams, start), count=self.batch, block=block,
+        # redis-py types replies loosely: [[stream, [(entry_id, {field: value})]]] or None.
+        reply: Any = await self.redis.xreadgroup(
+            CONSUMER_GROUP,
+            self.name,
+            dict.fromkeys(self.streams, start),
+            count=self.batch,
+            block=block,
         )
         return [
             _entry(stream, entry_id, fields)
@@ -124,8 +136,12 @@ class PersistenceWorker:
     async def _reclaim(self) -> list[Entry]:
         entries: list[Entry] = []
         for stream in self.streams:
-            reply = await self.redis.xautoclaim(
-                stream, CONSUMER_GROUP, self.name, min_idle_time=self.reclaim_idle_ms, start_id="0-0",
+            reply: Any = await self.redis.xautoclaim(
+                stream,
+                CONSUMER_GROUP,
+                self.name,
+                min_idle_time=self.reclaim_idle_ms,
+                start_id="0-0",
                 count=self.batch,
             )
             entries.extend(_entry(stream, entry_id, fields) for entry_id, fields in reply[1] if fields)
@@ -151,6 +167,6 @@ def _entry(stream: bytes | str, entry_id: bytes, fields: dict[bytes, bytes]) -> 
     try:
         message = unpack_record(int(fields[b"s"]), fields[b"m"])
     except (KeyError, ValueError, TypeError):
-        log.error("ingest entry %s in %s cannot be decoded; dead-lettered", entry_id, name)
+        log.exception("ingest entry %s in %s cannot be decoded; dead-lettered", entry_id, name)
         return Entry(name, entry_id, None, fields)
     return Entry(name, entry_id, message, {})

@@ -1,0 +1,120 @@
+"""The persistence worker killed with SIGKILL mid-batch and restarted: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import asyncpg
+from redis.asyncio import Redis
+
+from realtime.bus import Bus
+from realtime.channels import Channel
+from realtime.keys import CONSUMER_GROUP, Keys
+from realtime.message_store import MessageStore
+from realtime.messages import Author
+from realtime.settings import Settings
+from tests.conftest import wait_for
+from workers.persistence import PersistenceWorker
+
+MESSAGES = 3000
+
+
+@asynccontextmanager
+async def worker_process(settings: Settings) -> AsyncIterator[asyncio.subprocess.Process]:
+    assert settings.database_url is not None
+    assert settings.redis_url is not None
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "PROCRECHE_REDIS_PREFIX": settings.redis_prefix,
+        "PROCRECHE_WORKER_BATCH": "50",
+        "PROCRECHE_RECLAIM_IDLE_MS": str(settings.reclaim_idle_ms),
+        "PROCRECHE_DATA": str(settings.data_dir),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "worker",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def test_sigkill_mid_batch_loses_and_duplicates_nothing(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool
+) -> None:
+    keys = Keys(settings.redis_prefix, settings.partitions)
+    bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
+    channels = [Channel.parse(f"family:{i}") for i in range(1, 9)]
+    acked: set[uuid.UUID] = set()
+    for n in range(MESSAGES):
+        published = await bus.publish(
+            channels[n % len(channels)], Author(1, "Staff"), {"kind": "text", "text": f"m{n}"}, f"msg-{n:08d}"
+        )
+        acked.add(uuid.UUID(published.id))
+
+    async def persisted() -> int:
+        return int(await pool.fetchval("SELECT count(*) FROM messages"))
+
+    # Kill it three times, each as soon as it has committed more, well before it is done.
+    for _ in range(3):
+        before = await persisted()
+        async with worker_process(settings) as worker:
+            await wait_for(lambda floor=before: _more_than(persisted, floor), interval=0.005)
+            worker.send_signal(signal.SIGKILL)
+    assert await persisted() < MESSAGES
+    async with worker_process(settings):
+        await wait_for(lambda: _more_than(persisted, MESSAGES - 1), timeout=60)
+    rows = await pool.fetch("SELECT id, channel, seq FROM messages")
+    assert {r["id"] for r in rows} == acked
+    assert len(rows) == MESSAGES
+    per_channel: dict[str, list[int]] = {}
+    for r in rows:
+        per_channel.setdefault(r["channel"], []).append(r["seq"])
+    assert all(sorted(seqs) == list(range(1, len(seqs) + 1)) for seqs in per_channel.values())
+    for stream in keys.all_ingest():
+        assert await redis.xlen(stream) == 0, "every entry is acknowledged and removed"
+
+
+async def test_a_dead_consumers_pending_entries_are_reclaimed(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool
+) -> None:
+    keys = Keys(settings.redis_prefix, settings.partitions)
+    bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
+    channel = Channel.parse("family:1")
+    ids = {
+        uuid.UUID((await bus.publish(channel, Author(1, "Staff"), {"kind": "text", "text": f"m{n}"}, f"m-{n:06d}")).id)
+        for n in range(10)
+    }
+    stream = keys.ingest(channel.partition(settings.partitions))
+    dead = PersistenceWorker(redis, keys, MessageStore(pool), batch=100, reclaim_idle_ms=60_000, name="dead")
+    await dead.ensure_groups()
+    # The dead consumer read the entries and never acknowledged them.
+    await redis.xreadgroup(CONSUMER_GROUP, "dead", {stream: ">"}, count=100)
+    assert (await redis.xpending(stream, CONSUMER_GROUP))["pending"] == 10
+    survivor = PersistenceWorker(redis, keys, MessageStore(pool), batch=100, reclaim_idle_ms=200, name="survivor")
+    await survivor.run(burst=True)
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 0, "not idle long enough yet"
+    await asyncio.sleep(0.3)
+    await survivor.run(burst=True)
+    assert {r["id"] for r in await pool.fetch("SELECT id FROM messages")} == ids
+    assert (await redis.xpending(stream, CONSUMER_GROUP))["pending"] == 0
+
+
+async def _more_than(read: Callable[[], Awaitable[int]], floor: int) -> bool:
+    return await read() > floor
