@@ -4,13 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install clean
+.PHONY: run test test-embedded lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
@@ -24,8 +23,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Uses DATABASE_URL / REDIS_URL when set, embedded servers otherwise.
 test: lint
 	$(BIN)/pytest -q
+
+test-embedded: $(STAMP)
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -q
 
 clean:
 	rm -rf $(VENV) var
