@@ -78,11 +78,11 @@ class Client:
             async for data in self.ws:
                 frame = self.codec.decode(data)
                 assert isinstance(frame, dict)
-                if frame.get("op") == "reply":
-                    waiter = self._waiting.pop(frame["rid"], None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(frame)
+                waiter = self._waiting.pop(frame.get("rid"), None) if frame.get("op") == "reply" else None
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(frame)
                 else:
+                    # Pushes, and replies to no request of ours (a frame too broken to carry a rid).
                     await self.pushes.put(frame)
         except ConnectionClosed:
             pass

@@ -48,7 +48,9 @@ def test_binary_frames_parse_back_with_websockets(size: int) -> None:
     frame, rest = parse(ws_frame(payload, binary=True))
     assert frame.opcode is Opcode.BINARY
     assert frame.fin
-    assert not (frame.rsv1 or frame.rsv2 or frame.rsv3)
+    assert not frame.rsv1
+    assert not frame.rsv2
+    assert not frame.rsv3
     assert frame.data == payload
     assert rest == b""
 
@@ -61,7 +63,7 @@ def test_text_frames_parse_back_with_websockets(size: int) -> None:
     assert frame.opcode is Opcode.TEXT
     assert frame.fin
     assert frame.data == payload
-    assert frame.data.decode() == payload.decode()
+    assert bytes(frame.data).decode() == payload.decode()
     assert rest == b""
 
 

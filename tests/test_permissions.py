@@ -38,19 +38,26 @@ def child(id: int = CHILD) -> ChildFacts:
     return ChildFacts(id, STRUCTURE)
 
 
-def staff(structure: int = STRUCTURE, **changes: bool) -> Principal:
-    return Principal(1, "Staff", staff_of=frozenset({structure}), **changes)
+def staff(structure: int = STRUCTURE, *, disabled: bool = False, terms_accepted: bool = True) -> Principal:
+    return Principal(1, "Staff", disabled=disabled, terms_accepted=terms_accepted, staff_of=frozenset({structure}))
 
 
 def guardian(
-    *, household: int = FAMILY, child: int = CHILD, may_post: bool = True, consultation: bool = True, **changes: bool
+    *,
+    household: int = FAMILY,
+    child: int = CHILD,
+    may_post: bool = True,
+    consultation: bool = True,
+    disabled: bool = False,
+    terms_accepted: bool = True,
 ) -> Principal:
     return Principal(
         2,
         "Guardian",
+        disabled=disabled,
+        terms_accepted=terms_accepted,
         households=frozenset({household}),
         guardianships={child: Guardianship(child, True, consultation, may_post)},
-        **changes,
     )
 
 
@@ -230,7 +237,10 @@ def test_account_refusals_come_before_unknown_ids(rule: Rule) -> None:
         staff(),
         guardian(),
         Principal(
-            1, "Everything", staff_of=frozenset({STRUCTURE, FAMILY, CHILD}), admin_of=frozenset({STRUCTURE}),
+            1,
+            "Everything",
+            staff_of=frozenset({STRUCTURE, FAMILY, CHILD}),
+            admin_of=frozenset({STRUCTURE}),
             households=frozenset({FAMILY}),
         ),
     ],
