@@ -38,7 +38,7 @@ class Client:
         self.codec = codec
         self.pushes: asyncio.Queue[dict[str, Any]] = asyncio.Queue(PUSH_QUEUE)
         self._rids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._waiting: dict[object, asyncio.Future[dict[str, Any]]] = {}
         self.user: dict[str, Any] | None = None
 
     @classmethod

@@ -109,12 +109,14 @@ async def test_terms_not_accepted_closes_with_its_code(gateway: Gateway) -> None
 
 
 async def test_no_auth_in_time_closes_the_connection(settings: Settings) -> None:
-    async with running_gateway(dataclasses.replace(settings, auth_timeout_seconds=0.3)) as gw:
-        async with connect(gw.ws, subprotocols=JSON) as ws:
-            with pytest.raises(ConnectionClosed) as closed:
-                await ws.recv()
-            assert closed.value.rcvd is not None
-            assert closed.value.rcvd.code == CloseCode.AUTH_TIMEOUT
+    async with (
+        running_gateway(dataclasses.replace(settings, auth_timeout_seconds=0.3)) as gw,
+        connect(gw.ws, subprotocols=JSON) as ws,
+    ):
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == CloseCode.AUTH_TIMEOUT
 
 
 async def test_an_unknown_subprotocol_is_refused_at_the_handshake(gateway: Gateway) -> None:
