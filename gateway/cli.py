@@ -172,7 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data is not None:
         settings = replace(settings, data_dir=args.data)
     if args.command == "serve":
-        settings = replace(settings, host=args.host or settings.host, port=args.port or settings.port)
+        settings = replace(
+            settings,
+            host=settings.host if args.host is None else args.host,
+            port=settings.port if args.port is None else args.port,
+        )
         runner = serve(settings, with_demo=args.demo)
     else:
         runner = {"worker": worker, "migrate": migrate_only, "demo": demo_only}[args.command](settings)

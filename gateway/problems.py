@@ -8,7 +8,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from realtime.errors import ProcrecheError
+from realtime.errors import ProcrecheError, client_error
 
 log = logging.getLogger("procreche.http")
 
@@ -34,5 +34,9 @@ async def handle_procreche_error(request: Request, exc: Exception) -> Response:
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem(500, "internal", "internal error; retry later")
+    error = client_error(exc)
+    if error.http_status >= 500 and error.code == "internal":
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    else:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return problem(error.http_status, error.code, error.message)

@@ -18,9 +18,10 @@ from gateway.hub import Outgoing, Sink, Subscriber
 from gateway.problems import problem
 from gateway.services import Services
 from gateway.wsproto import SINK_EXTENSION
+from realtime.accounts import SessionUser
 from realtime.channels import Channel
 from realtime.codec import choose
-from realtime.errors import CloseCode, Forbidden, ProcrecheError, Unauthenticated
+from realtime.errors import CloseCode, Forbidden, Unauthenticated, client_error
 from realtime.messages import Author, validate_body
 from realtime.permissions import ChannelFacts, Principal, may_publish, may_subscribe
 from realtime.protocol import Auth, Publish, Request, RequestError, ServerProtocol, Subscribe, Unsubscribe
@@ -64,32 +65,33 @@ class Session:
         return message.get("bytes") if data is None else data
 
     async def _authenticate(self) -> bool:
+        # The deadline is the client's: checking its token is our time, not counted.
         try:
             async with asyncio.timeout(self.services.settings.auth_timeout_seconds):
-                while True:
-                    data = await self._receive()
-                    if data is None:
-                        return False
-                    try:
-                        request = self.protocol.receive(data)
-                    except RequestError as exc:
-                        self.send(self.protocol.error(exc.rid, exc.error))
-                        continue
-                    assert isinstance(request, Auth)
-                    return await self._auth(request)
+                request = await self._first_auth_frame()
         except TimeoutError:
             self.close(CloseCode.AUTH_TIMEOUT, "no auth frame in time")
             return False
+        return request is not None and await self._auth(request)
+
+    async def _first_auth_frame(self) -> Auth | None:
+        while (data := await self._receive()) is not None:
+            try:
+                request = self.protocol.receive(data)
+            except RequestError as exc:
+                self.send(self.protocol.error(exc.rid, exc.error))
+                continue
+            if isinstance(request, Auth):
+                return request
+        return None
 
     async def _auth(self, request: Auth) -> bool:
         try:
-            user = await self.services.accounts.authenticate(request.token)
-            principal = await self.services.directory.principal(user.user_id)
-            if principal is None:
-                raise Unauthenticated("invalid or expired token", code="invalid_token")
-        except ProcrecheError as exc:
-            self.send(self.protocol.error(request.rid, exc))
-            self.close(CloseCode.AUTH_FAILED, exc.code)
+            user, principal = await self._identify(request.token)
+        except Exception as exc:
+            error = client_error(exc)
+            self.send(self.protocol.error(request.rid, error))
+            self.close(CloseCode.TRY_AGAIN_LATER if error.retry else CloseCode.AUTH_FAILED, error.code)
             return False
         if not principal.terms_accepted:
             error = Forbidden("the current terms of use must be accepted first", code="terms_not_accepted")
@@ -101,6 +103,13 @@ class Session:
         self.send(self.protocol.reply(request.rid, user=user.public()))
         return True
 
+    async def _identify(self, token: str) -> tuple[SessionUser, Principal]:
+        user = await self.services.accounts.authenticate(token)
+        principal = await self.services.directory.principal(user.user_id)
+        if principal is None:
+            raise Unauthenticated("invalid or expired token", code="invalid_token")
+        return user, principal
+
     async def _serve(self) -> None:
         while (data := await self._receive()) is not None:
             rid = None
@@ -110,11 +119,11 @@ class Session:
                 await self._dispatch(request)
             except RequestError as exc:
                 self.send(self.protocol.error(exc.rid, exc.error))
-            except ProcrecheError as exc:
-                self.send(self.protocol.error(rid, exc))
-            except Exception:
-                log.exception("request failed")
-                self.send(self.protocol.error(rid, ProcrecheError("internal error; retry later")))
+            except Exception as exc:
+                error = client_error(exc)
+                if error.code == "internal":
+                    log.exception("request failed")
+                self.send(self.protocol.error(rid, error))
 
     async def _dispatch(self, request: Request) -> None:
         if isinstance(request, Subscribe):

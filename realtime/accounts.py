@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from realtime import keys as K
 from realtime.database import Pool
-from realtime.errors import BadRequest, NotFound, Throttled, Unauthenticated, terms_not_accepted
+from realtime.errors import BadRequest, Forbidden, NotFound, Throttled, Unauthenticated, terms_not_accepted
 from realtime.keys import Keys
 from realtime.passwords import Passwords, check_rules
 from realtime.settings import Settings
@@ -72,12 +72,7 @@ class Accounts:
         address = normalise_email(email)
         if not isinstance(password, str) or not password or len(password) > 1024:
             raise BadRequest("password is required", code="bad_request")
-        throttle_key = self.keys.login_failures(hashlib.sha256(address.encode()).hexdigest())
-        # Counted before verifying, unknown accounts alike: parallel guesses cannot slip
-        # past the limit, and the answer never tells whether an account exists.
-        attempts = int(await self._count_failure(keys=[throttle_key], args=[self.settings.login_window_seconds]))
-        if attempts > self.settings.login_max_attempts:
-            raise Throttled("too many failed attempts for this account; try again later")
+        throttle_key = await self._attempt(address)
         row = await self.pool.fetchrow("SELECT id, password_hash, disabled_at FROM users WHERE email = $1", address)
         valid = await self.passwords.verify(row["password_hash"] if row else None, password)
         if not valid or row is None or row["password_hash"] is None:
@@ -96,6 +91,16 @@ class Accounts:
         user = await self.session(token)
         assert user is not None
         return token, user
+
+    async def _attempt(self, address: str) -> str:
+        """Count one password attempt on the account; returns the counter to clear on success.
+        Counted before verifying, unknown accounts alike: parallel guesses cannot slip past
+        the limit, and the answer never tells whether an account exists."""
+        key = self.keys.login_failures(hashlib.sha256(address.encode()).hexdigest())
+        attempts = int(await self._count_failure(keys=[key], args=[self.settings.login_window_seconds]))
+        if attempts > self.settings.login_max_attempts:
+            raise Throttled("too many failed attempts for this account; try again later")
+        return key
 
     async def session(self, token: str) -> SessionUser | None:
         digest = token_digest(token)
@@ -140,9 +145,13 @@ class Accounts:
         new_password = check_rules(new, email=user.email)
         if new_password == old:
             raise BadRequest("the new password must differ from the current one", code="weak_password")
+        # A stolen session must not become a way around the login throttle.
+        throttle_key = await self._attempt(user.email)
         hashed = await self.pool.fetchval("SELECT password_hash FROM users WHERE id = $1", user.user_id)
         if not await self.passwords.verify(hashed, old):
-            raise Unauthenticated("the current password is wrong", code="invalid_credentials")
+            # 403, not 401: the session is fine, the proof is wrong.
+            raise Forbidden("the current password is wrong", code="invalid_credentials")
+        await self.redis.delete(throttle_key)
         new_hash = await self.passwords.hash(new_password)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(

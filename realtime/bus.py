@@ -79,14 +79,22 @@ class Bus:
             children=children,
         )
         keys = [ck.seq, ck.epoch, ck.history, ck.ingest, ck.dedup(author.id, msg_id)]
-        args: list[str | bytes | int] = [message_id, record, self.history_maxlen, DEDUP_TTL_SECONDS, ck.live]
+        args: list[str | bytes | int] = [
+            message_id,
+            record,
+            self.history_maxlen,
+            DEDUP_TTL_SECONDS,
+            ck.live,
+            secrets.token_hex(8),
+        ]
         try:
             try:
                 result = await self._publish(keys=keys, args=args)
             except ResponseError as exc:
-                if "NOSEQ" not in str(exc):
+                if "NOSEQ" in str(exc):
+                    await self._seed_sequence(channel)
+                elif "STALESEQ" not in str(exc):
                     raise
-                await self._seed_sequence(channel)
                 result = await self._publish(keys=keys, args=args)
         except RedisError as exc:
             raise Unavailable("the message bus is unavailable; retry with the same msg_id") from exc
@@ -103,12 +111,15 @@ class Bus:
         and from Postgres for the part older than the history window. since=None: none."""
         ck = self.keys.channel(channel)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+            # MULTI: the head and the history are read at the same instant, so the backlog
+            # holds exactly the seqs up to the head, and live takes over right after it.
+            async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.get(ck.seq)
+                pipe.set(ck.epoch, secrets.token_hex(8), nx=True)
                 pipe.get(ck.epoch)
                 if since is not None:
                     pipe.xrevrange(ck.history, max="+", min=f"{since + 1}-0", count=limit)
-                head_raw, epoch_raw, *rest = await pipe.execute()
+                head_raw, _, epoch_raw, *rest = await pipe.execute()
         except RedisError as exc:
             raise Unavailable("the message bus is unavailable") from exc
         epoch = "" if epoch_raw is None else _text(epoch_raw)

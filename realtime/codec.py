@@ -6,6 +6,7 @@ A codec only turns frames (plain dicts) into bytes and back; it knows nothing of
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Protocol
 
 import msgpack
@@ -25,6 +26,23 @@ class Codec(Protocol):
     def decode(self, data: bytes | str) -> object: ...
 
 
+LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    return True
+
+
 class JsonCodec:
     subprotocol = JSON_SUBPROTOCOL
     binary = False
@@ -36,9 +54,13 @@ class JsonCodec:
         if isinstance(data, bytes):
             raise BadRequest("binary frames are not accepted on the JSON subprotocol", code="bad_frame")
         try:
-            return json.loads(data)
-        except ValueError:
+            frame = json.loads(data)
+        except (ValueError, RecursionError):
             raise BadRequest("frame is not valid JSON", code="bad_frame") from None
+        # "\ud800" escapes decode to lone surrogates, which no UTF-8 reply could echo back.
+        if LONE_SURROGATE_ESCAPE.search(data) and not _encodable(frame):
+            raise BadRequest("frame contains an unpaired UTF-16 surrogate", code="bad_frame")
+        return frame
 
 
 class MsgpackCodec:

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import enum
 
+import asyncpg
+import redis.exceptions
+
 
 class ProcrecheError(Exception):
     code = "internal"
@@ -60,6 +63,28 @@ class Unavailable(ProcrecheError):
     code = "unavailable"
     http_status = 503
     retry = True
+
+
+# A backing server is down or slow: the client should retry, and hears `unavailable`.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+def client_error(exc: BaseException) -> ProcrecheError:
+    """What a client is told of an exception: its own error, `unavailable`, or `internal`."""
+    if isinstance(exc, ProcrecheError):
+        return exc
+    if isinstance(exc, TRANSIENT):
+        return Unavailable("a backing service is unavailable; retry shortly")
+    return ProcrecheError("internal error; retry later")
 
 
 def terms_not_accepted() -> Forbidden:

@@ -63,9 +63,11 @@ class Keys:
 
 
 # KEYS: seq, epoch, history, ingest, dedup
-# ARGV: id, record (msgpack, without seq), history maxlen, dedup ttl seconds, live channel
-# Returns {seq, id, duplicate(0|1), epoch}, or the error NOSEQ when the channel's sequence
-# must first be seeded from Postgres (a new channel, or Redis lost it).
+# ARGV: id, record (msgpack, without seq), history maxlen, dedup ttl seconds, live channel,
+#       a new epoch (used only if the sequence is found behind the history)
+# Returns {seq, id, duplicate(0|1), epoch}; or the error NOSEQ when the channel's sequence
+# must first be seeded from Postgres (a new channel, or Redis lost it); or STALESEQ when
+# the sequence was behind the history (it was moved past it: retry).
 PUBLISH = """
 local prior = redis.call('GET', KEYS[5])
 if prior then
@@ -78,7 +80,15 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local seq = redis.call('INCR', KEYS[1])
 local id = tostring(seq) .. '-0'
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], id, 's', seq, 'm', ARGV[2])
+local added = redis.pcall('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], id, 's', seq, 'm', ARGV[2])
+if type(added) == 'table' and added.err then
+  -- The sequence is behind the history (Redis came back from an older state): move it
+  -- past the history under a new epoch, write nothing, and let the caller retry.
+  local top = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+  redis.call('SET', KEYS[1], tonumber(string.match(top[1][1], '^(%d+)')))
+  redis.call('SET', KEYS[2], ARGV[6])
+  return redis.error_reply('STALESEQ')
+end
 redis.call('XADD', KEYS[4], '*', 's', seq, 'm', ARGV[2])
 redis.call('SET', KEYS[5], tostring(seq) .. ' ' .. ARGV[1], 'EX', ARGV[4])
 redis.call('PUBLISH', ARGV[5], tostring(seq) .. ' ' .. ARGV[2])
@@ -87,8 +97,9 @@ return {seq, ARGV[1], 0, redis.call('GET', KEYS[2]) or ''}
 
 # KEYS: seq, epoch, history
 # ARGV: highest sequence persisted in Postgres, new epoch
-# Seeds the sequence no lower than what the history stream still holds, and starts a new
-# epoch so that clients know what they saw under the old one may be gone.
+# Seeds the sequence no lower than what the history stream still holds. The epoch is kept
+# if it exists (a new channel's first subscriber created it); when Redis lost the channel,
+# it is gone too and a new one starts, so that clients know what they saw may be gone.
 SEED = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
@@ -100,7 +111,7 @@ if last[1] then
   if s > floor then floor = s end
 end
 redis.call('SET', KEYS[1], floor)
-redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
 return 1
 """
 

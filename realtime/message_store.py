@@ -25,6 +25,10 @@ WHERE EXISTS (SELECT 1 FROM messages m WHERE m.id = t.message_id)
 ON CONFLICT DO NOTHING
 """
 
+SELECT_ABSENT = """
+SELECT x::text AS id FROM unnest($1::uuid[]) AS x WHERE NOT EXISTS (SELECT 1 FROM messages WHERE id = x)
+"""
+
 SELECT_RANGE = """
 SELECT id::text, channel, seq, author_id, author_name, body, created_at, client_msg_id,
        withdrawn_at IS NOT NULL AS withdrawn,
@@ -59,10 +63,13 @@ class MessageStore:
             for r in reversed(rows)
         ]
 
-    async def insert(self, messages: Sequence[Message]) -> None:
-        """Idempotent: a batch replayed after a crash inserts nothing twice."""
+    async def insert(self, messages: Sequence[Message]) -> set[str]:
+        """Idempotent: a batch replayed after a crash inserts nothing twice.
+
+        Returns the ids that could not be stored because their (channel, seq) belongs to
+        another message: the channel's sequence went back (Redis lost recent writes)."""
         if not messages:
-            return
+            return set()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 INSERT_MESSAGES,
@@ -79,3 +86,5 @@ class MessageStore:
             tags = [(m.id, child) for m in messages for child in m.children]
             if tags:
                 await conn.execute(INSERT_TAGS, [t[0] for t in tags], [t[1] for t in tags])
+            rows = await conn.fetch(SELECT_ABSENT, [m.id for m in messages])
+        return {r["id"] for r in rows}

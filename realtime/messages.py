@@ -7,7 +7,7 @@ and stores it beside the record, so the record is packed once, before the script
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgpack
@@ -15,6 +15,8 @@ import msgpack
 from realtime.errors import BadRequest
 
 MAX_TEXT = 10_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 BODY_KINDS = frozenset({"text"})
 
 
@@ -67,7 +69,7 @@ def pack_record(
             "ch": channel,
             "a": [author.id, author.name],
             "b": body,
-            "t": int(at.timestamp() * 1_000_000),
+            "t": (at - EPOCH) // MICROSECOND,
             "k": msg_id,
             "c": list(children),
         }
@@ -82,7 +84,7 @@ def unpack_record(seq: int, data: bytes) -> Message:
         seq=seq,
         author=Author(r["a"][0], r["a"][1]),
         body=r["b"],
-        at=datetime.fromtimestamp(r["t"] / 1_000_000, UTC),
+        at=EPOCH + r["t"] * MICROSECOND,
         msg_id=r["k"],
         children=tuple(r["c"]),
     )
@@ -93,13 +95,16 @@ def validate_body(body: object) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("body must be an object", code="bad_body")
     kind = body.get("kind")
-    if kind not in BODY_KINDS:
+    if not isinstance(kind, str) or kind not in BODY_KINDS:
         raise BadRequest(f"body kind must be one of {sorted(BODY_KINDS)}", code="bad_body")
     text = body.get("text")
     if not isinstance(text, str) or not text.strip():
         raise BadRequest("a text body needs non-empty 'text'", code="bad_body")
     if len(text) > MAX_TEXT:
         raise BadRequest(f"text is longer than {MAX_TEXT} characters", code="bad_body")
+    if "\x00" in text:
+        # PostgreSQL's jsonb cannot store U+0000.
+        raise BadRequest("text must not contain U+0000", code="bad_body")
     if set(body) - {"kind", "text"}:
         raise BadRequest("unknown fields in body", code="bad_body")
     return {"kind": "text", "text": text}

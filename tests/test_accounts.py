@@ -117,12 +117,21 @@ async def test_me_lists_the_channels_the_user_may_subscribe_to(gateway: Gateway,
 
 
 class TestPasswordChange:
+    async def test_guessing_the_old_password_is_throttled(self, gateway: Gateway) -> None:
+        token = await gateway.login("martin@demo.test")
+        body = {"old_password": "wrong-password", "new_password": "a fresh long passphrase"}
+        for _ in range(gateway.services.settings.login_max_attempts):
+            response = await gateway.http.post("/api/password", json=body, headers=bearer(token))
+            assert response.status_code == 403
+        response = await gateway.http.post("/api/password", json=body, headers=bearer(token))
+        assert (response.status_code, response.json()["code"]) == (429, "too_many_attempts")
+
     async def test_needs_the_old_password_and_a_strong_new_one(self, gateway: Gateway) -> None:
         token = await gateway.login("martin@demo.test")
         cases = [
             (
                 {"old_password": "wrong-password", "new_password": "a fresh long passphrase"},
-                401,
+                403,
                 "invalid_credentials",
             ),
             ({"old_password": DEMO_PASSWORD, "new_password": "short"}, 400, "weak_password"),

@@ -64,8 +64,7 @@ def test_record_does_not_carry_the_sequence() -> None:
 
 
 @given(
-    # Within the years where the float arithmetic of pack_record happens to be exact (see the xfail below).
-    at=st.datetimes(min_value=datetime(2006, 1, 1), max_value=datetime(2038, 1, 1), timezones=st.just(UTC)),
+    at=st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9000, 1, 1), timezones=st.just(UTC)),
     children=st.lists(st.integers(min_value=1, max_value=2**63 - 1), max_size=10).map(tuple),
     text=st.text(min_size=1),
     name=st.text(),
@@ -83,12 +82,6 @@ def test_record_converts_other_timezones_to_utc() -> None:
     assert message.at.tzinfo is UTC
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pack_record computes int(at.timestamp() * 1_000_000) in floating point: from 2004-01-10 "
-    "(2**30 s) to 2005-09 and again from 2038-01-19 (2**31 s) the product can fall just short of the "
-    "integer and int() drops a microsecond",
-)
 @pytest.mark.parametrize(
     "at",
     [
@@ -194,10 +187,6 @@ def test_validate_body_refuses(body: object) -> None:
     assert refused.value.code == "bad_body"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate_body tests `kind not in BODY_KINDS` (a frozenset): an unhashable kind raises TypeError",
-)
 @pytest.mark.parametrize("kind", [["text"], {"text": 1}])
 def test_validate_body_refuses_unhashable_kind(kind: object) -> None:
     with pytest.raises(BadRequest) as refused:

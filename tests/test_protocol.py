@@ -419,18 +419,9 @@ def test_every_accepted_rid_is_echoed(rid: Rid) -> None:
         assert error["rid"] == rid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a JSON rid escaped as '\\ud800' (lone surrogate) is accepted by receive() but reply()/error() "
-    "cannot encode it (UnicodeEncodeError)",
-)
-def test_a_rid_with_a_lone_surrogate_is_refused_or_echoed() -> None:
+def test_a_rid_with_a_lone_surrogate_is_refused_with_no_rid() -> None:
     protocol = ServerProtocol(JsonCodec())
-    data = '{"op":"auth","rid":"\\ud800","token":"secret"}'
-    try:
-        rid: Rid | None = protocol.receive(data).rid
-    except RequestError as exc:  # refusing the frame would be a fix too
-        rid = exc.rid
-    if rid is not None:
-        protocol.reply(rid)
-    protocol.error(rid, BadRequest("no"))
+    with pytest.raises(RequestError) as refused:
+        protocol.receive('{"op":"auth","rid":"\\ud800","token":"secret"}')
+    assert (refused.value.rid, refused.value.error.code) == (None, "bad_frame")
+    assert isinstance(decoded(JsonCodec(), protocol.error(refused.value.rid, refused.value.error)), dict)

@@ -118,3 +118,68 @@ async def test_a_dead_consumers_pending_entries_are_reclaimed(
 
 async def _more_than(read: Callable[[], Awaitable[int]], floor: int) -> bool:
     return await read() > floor
+
+
+async def test_a_message_postgres_refuses_is_set_aside_and_the_rest_is_stored(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool
+) -> None:
+    keys = Keys(settings.redis_prefix, settings.partitions)
+    bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
+    channel = Channel.parse("family:1")
+    author = Author(1, "Staff")
+    good = [
+        (await bus.publish(channel, author, {"kind": "text", "text": f"ok {n}"}, f"good-{n:04d}")).id for n in range(5)
+    ]
+    # Bypasses the gateway's validation: jsonb cannot hold U+0000.
+    await bus.publish(channel, author, {"kind": "text", "text": "nul \x00 byte"}, "poison-0001")
+    good.append((await bus.publish(channel, author, {"kind": "text", "text": "after"}, "good-9999")).id)
+    worker = PersistenceWorker(redis, keys, MessageStore(pool), batch=100, reclaim_idle_ms=60_000)
+    await worker.run(burst=True)
+    assert {str(r["id"]) for r in await pool.fetch("SELECT id FROM messages")} == set(good)
+    stream = keys.ingest(channel.partition(settings.partitions))
+    assert await redis.xlen(keys.dead_letter(stream)) == 1
+    assert await redis.xlen(stream) == 0
+
+
+async def test_a_sequence_that_went_back_is_reseeded_under_a_new_epoch(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool
+) -> None:
+    keys = Keys(settings.redis_prefix, settings.partitions)
+    bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
+    channel = Channel.parse("family:2")
+    author = Author(1, "Staff")
+    first = [await bus.publish(channel, author, {"kind": "text", "text": f"m{n}"}, f"first-{n:04d}") for n in range(3)]
+    worker = PersistenceWorker(redis, keys, MessageStore(pool), batch=100, reclaim_idle_ms=60_000)
+    await worker.run(burst=True)
+    # Redis came back from an older snapshot: its sequence and history are behind what
+    # Postgres holds.
+    ck = keys.channel(channel)
+    await redis.set(ck.seq, 1)
+    await redis.delete(ck.history)
+    clash = await bus.publish(channel, author, {"kind": "text", "text": "clash"}, "clash-0001")
+    assert clash.seq == 2
+    await worker.run(burst=True)
+    after = await bus.publish(channel, author, {"kind": "text", "text": "after"}, "after-0001")
+    assert after.seq == 4
+    assert after.epoch != first[0].epoch
+    await worker.run(burst=True)
+    rows = await pool.fetch(
+        "SELECT seq, body->>'text' AS text FROM messages WHERE channel = $1 ORDER BY seq", "family:2"
+    )
+    assert [(r["seq"], r["text"]) for r in rows] == [(1, "m0"), (2, "m1"), (3, "m2"), (4, "after")]
+    assert await redis.xlen(keys.dead_letter(ck.ingest)) == 1
+
+
+async def test_a_sequence_behind_the_history_moves_past_it(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool
+) -> None:
+    keys = Keys(settings.redis_prefix, settings.partitions)
+    bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
+    channel = Channel.parse("family:3")
+    author = Author(1, "Staff")
+    first = [await bus.publish(channel, author, {"kind": "text", "text": f"m{n}"}, f"first-{n:04d}") for n in range(3)]
+    await redis.set(keys.channel(channel).seq, 1)
+    after = await bus.publish(channel, author, {"kind": "text", "text": "after"}, "after-0001")
+    assert after.seq == 4
+    assert after.epoch != first[0].epoch
+    assert await redis.xlen(keys.channel(channel).history) == 4

@@ -17,9 +17,11 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from realtime.channels import Channel
 from realtime.keys import CONSUMER_GROUP, Keys
 from realtime.message_store import MessageStore
 from realtime.messages import Message, unpack_record
@@ -149,17 +151,39 @@ class PersistenceWorker:
 
     async def _persist(self, entries: list[Entry]) -> None:
         messages = [e.message for e in entries if e.message is not None]
-        await self.store.insert(messages)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for e in entries:
-                if e.message is None:
-                    pipe.xadd(self.keys.dead_letter(e.stream), {b"id": e.entry_id, **e.fields})
+        try:
+            refused = await self.store.insert(messages)
+        except asyncpg.DataError:
+            # One message PostgreSQL cannot store must not stop the partition: store the
+            # batch one by one and set the bad ones aside.
+            refused = await self._insert_one_by_one(messages)
+        dead = [e for e in entries if e.message is None or e.message.id in refused]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for e in dead:
+                pipe.xadd(self.keys.dead_letter(e.stream), {b"id": e.entry_id, **e.fields})
+            for channel in {e.message.channel for e in dead if e.message is not None}:
+                # Its sequence went back: drop it so that the next publish re-seeds it above
+                # what Postgres holds, under a new epoch (clients reload).
+                ck = self.keys.channel(Channel.parse(channel))
+                pipe.delete(ck.seq, ck.epoch)
             for stream in {e.stream for e in entries}:
                 ids = [e.entry_id for e in entries if e.stream == stream]
                 pipe.xack(stream, CONSUMER_GROUP, *ids)
                 pipe.xdel(stream, *ids)
             await pipe.execute()
-        self.persisted += len(messages)
+        if dead:
+            log.error("persistence: %d entries set aside in the dead-letter streams", len(dead))
+        self.persisted += len(messages) - len(refused)
+
+    async def _insert_one_by_one(self, messages: list[Message]) -> set[str]:
+        refused: set[str] = set()
+        for message in messages:
+            try:
+                refused |= await self.store.insert([message])
+            except asyncpg.DataError:
+                log.exception("message %s in %s cannot be stored", message.id, message.channel)
+                refused.add(message.id)
+        return refused
 
 
 def _entry(stream: bytes | str, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
