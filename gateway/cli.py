@@ -25,8 +25,6 @@ from realtime import demo
 from realtime.database import migrate, open_pool
 from realtime.embedded import servers
 from realtime.errors import ProcrecheError
-from realtime.keys import Keys
-from realtime.message_store import MessageStore
 from realtime.passwords import Passwords
 from realtime.protocol import MAX_FRAME
 from realtime.redis_client import open_redis
@@ -71,13 +69,7 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
     assert settings.redis_url is not None
     async with open_pool(settings.database_url, max_size=4) as pool, open_redis(settings.redis_url) as redis:
         await migrate(pool)
-        worker = PersistenceWorker(
-            redis,
-            Keys(settings.redis_prefix, settings.partitions),
-            MessageStore(pool),
-            batch=settings.worker_batch,
-            reclaim_idle_ms=settings.reclaim_idle_ms,
-        )
+        worker = PersistenceWorker.configured(settings, redis, pool)
         log.info("persistence worker %s started", worker.name)
         task = asyncio.create_task(worker.run())
         await stopping.wait()

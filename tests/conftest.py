@@ -27,8 +27,6 @@ from gateway.services import Services
 from realtime import demo
 from realtime.database import migrate, open_pool
 from realtime.embedded import embedded_postgres, embedded_redis
-from realtime.keys import Keys
-from realtime.message_store import MessageStore
 from realtime.passwords import Passwords
 from realtime.settings import Settings
 from workers.persistence import PersistenceWorker
@@ -46,6 +44,14 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+async def execute_once(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 @pytest_asyncio.fixture(scope="session")
 async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, str]]:
     async with contextlib.AsyncExitStack() as stack:
@@ -56,33 +62,21 @@ async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tup
         if not redis_url:
             redis_url = await stack.enter_async_context(embedded_redis(tmp_path_factory.mktemp("redis")))
         name = f"procreche_test_{secrets.token_hex(4)}"
-        admin = await asyncpg.connect(base_db)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
+        await execute_once(base_db, f'CREATE DATABASE "{name}"')
         url = with_database(base_db, name)
         async with open_pool(url, max_size=1) as pool:
             await migrate(pool)
         try:
             yield url, redis_url
         finally:
-            admin = await asyncpg.connect(base_db)
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
+            await execute_once(base_db, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest_asyncio.fixture
 async def settings(servers: tuple[str, str], tmp_path: Path) -> AsyncIterator[Settings]:
     database_url, redis_url = servers
     prefix = f"t{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
-    finally:
-        await conn.close()
+    await execute_once(database_url, f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
     yield Settings(
         data_dir=tmp_path,
         database_url=database_url,
@@ -188,13 +182,7 @@ async def demo_families(gateway: Gateway) -> dict[str, int]:
 
 @contextlib.asynccontextmanager
 async def persistence_worker(settings: Settings, redis: Redis, pool: asyncpg.Pool) -> AsyncIterator[PersistenceWorker]:
-    worker = PersistenceWorker(
-        redis,
-        Keys(settings.redis_prefix, settings.partitions),
-        MessageStore(pool),
-        batch=settings.worker_batch,
-        reclaim_idle_ms=settings.reclaim_idle_ms,
-    )
+    worker = PersistenceWorker.configured(settings, redis, pool)
     task = asyncio.create_task(worker.run())
     try:
         yield worker

@@ -22,9 +22,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from realtime.channels import Channel
+from realtime.database import Pool
 from realtime.keys import CONSUMER_GROUP, Keys
 from realtime.message_store import MessageStore
 from realtime.messages import Message, unpack_record
+from realtime.settings import Settings
 
 log = logging.getLogger("procreche.worker")
 
@@ -65,6 +67,16 @@ class PersistenceWorker:
         self.streams = keys.all_ingest()
         self.persisted = 0
         self._stopping = asyncio.Event()
+
+    @classmethod
+    def configured(cls, settings: Settings, redis: Redis, pool: Pool) -> PersistenceWorker:
+        return cls(
+            redis,
+            Keys(settings.redis_prefix, settings.partitions),
+            MessageStore(pool),
+            batch=settings.worker_batch,
+            reclaim_idle_ms=settings.reclaim_idle_ms,
+        )
 
     def close(self) -> None:
         """Finish the batch in hand, then return from `run`."""

@@ -1,4 +1,5 @@
-"""The persistence worker killed with SIGKILL mid-batch and restarted: nothing lost, nothing twice."""
+"""The persistence worker on real servers: SIGKILL mid-batch, reclaim, poison messages, and
+sequences that went back after a partial loss of Redis."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
+import pytest
 from redis.asyncio import Redis
 
-from realtime.bus import Bus
+from realtime.bus import Bus, Published
 from realtime.channels import Channel
 from realtime.keys import CONSUMER_GROUP, Keys
 from realtime.message_store import MessageStore
@@ -23,6 +25,26 @@ from tests.conftest import wait_for
 from workers.persistence import PersistenceWorker
 
 MESSAGES = 3000
+STAFF = Author(1, "Staff")
+
+
+@pytest.fixture
+def keys(settings: Settings) -> Keys:
+    return Keys(settings.redis_prefix, settings.partitions)
+
+
+@pytest.fixture
+def bus(settings: Settings, redis: Redis, pool: asyncpg.Pool, keys: Keys) -> Bus:
+    return Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
+
+
+@pytest.fixture
+def worker(settings: Settings, redis: Redis, pool: asyncpg.Pool) -> PersistenceWorker:
+    return PersistenceWorker.configured(settings, redis, pool)
+
+
+async def say(bus: Bus, channel: str, text: str, msg_id: str) -> Published:
+    return await bus.publish(Channel.parse(channel), STAFF, {"kind": "text", "text": text}, msg_id)
 
 
 @asynccontextmanager
@@ -56,17 +78,9 @@ async def worker_process(settings: Settings) -> AsyncIterator[asyncio.subprocess
 
 
 async def test_sigkill_mid_batch_loses_and_duplicates_nothing(
-    settings: Settings, redis: Redis, pool: asyncpg.Pool
+    settings: Settings, redis: Redis, pool: asyncpg.Pool, keys: Keys, bus: Bus
 ) -> None:
-    keys = Keys(settings.redis_prefix, settings.partitions)
-    bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
-    channels = [Channel.parse(f"family:{i}") for i in range(1, 9)]
-    acked: set[uuid.UUID] = set()
-    for n in range(MESSAGES):
-        published = await bus.publish(
-            channels[n % len(channels)], Author(1, "Staff"), {"kind": "text", "text": f"m{n}"}, f"msg-{n:08d}"
-        )
-        acked.add(uuid.UUID(published.id))
+    acked = {uuid.UUID((await say(bus, f"family:{n % 8 + 1}", f"m{n}", f"msg-{n:08d}")).id) for n in range(MESSAGES)}
 
     async def persisted() -> int:
         return int(await pool.fetchval("SELECT count(*) FROM messages"))
@@ -92,16 +106,10 @@ async def test_sigkill_mid_batch_loses_and_duplicates_nothing(
 
 
 async def test_a_dead_consumers_pending_entries_are_reclaimed(
-    settings: Settings, redis: Redis, pool: asyncpg.Pool
+    redis: Redis, pool: asyncpg.Pool, keys: Keys, bus: Bus
 ) -> None:
-    keys = Keys(settings.redis_prefix, settings.partitions)
-    bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
-    channel = Channel.parse("family:1")
-    ids = {
-        uuid.UUID((await bus.publish(channel, Author(1, "Staff"), {"kind": "text", "text": f"m{n}"}, f"m-{n:06d}")).id)
-        for n in range(10)
-    }
-    stream = keys.ingest(channel.partition(settings.partitions))
+    ids = {uuid.UUID((await say(bus, "family:1", f"m{n}", f"m-{n:06d}")).id) for n in range(10)}
+    stream = keys.channel(Channel.parse("family:1")).ingest
     dead = PersistenceWorker(redis, keys, MessageStore(pool), batch=100, reclaim_idle_ms=60_000, name="dead")
     await dead.ensure_groups()
     # The dead consumer read the entries and never acknowledged them.
@@ -121,45 +129,33 @@ async def _more_than(read: Callable[[], Awaitable[int]], floor: int) -> bool:
 
 
 async def test_a_message_postgres_refuses_is_set_aside_and_the_rest_is_stored(
-    settings: Settings, redis: Redis, pool: asyncpg.Pool
+    redis: Redis, pool: asyncpg.Pool, keys: Keys, bus: Bus, worker: PersistenceWorker
 ) -> None:
-    keys = Keys(settings.redis_prefix, settings.partitions)
-    bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
-    channel = Channel.parse("family:1")
-    author = Author(1, "Staff")
-    good = [
-        (await bus.publish(channel, author, {"kind": "text", "text": f"ok {n}"}, f"good-{n:04d}")).id for n in range(5)
-    ]
+    good = [(await say(bus, "family:1", f"ok {n}", f"good-{n:04d}")).id for n in range(5)]
     # Bypasses the gateway's validation: jsonb cannot hold U+0000.
-    await bus.publish(channel, author, {"kind": "text", "text": "nul \x00 byte"}, "poison-0001")
-    good.append((await bus.publish(channel, author, {"kind": "text", "text": "after"}, "good-9999")).id)
-    worker = PersistenceWorker(redis, keys, MessageStore(pool), batch=100, reclaim_idle_ms=60_000)
+    await say(bus, "family:1", "nul \x00 byte", "poison-0001")
+    good.append((await say(bus, "family:1", "after", "good-9999")).id)
     await worker.run(burst=True)
     assert {str(r["id"]) for r in await pool.fetch("SELECT id FROM messages")} == set(good)
-    stream = keys.ingest(channel.partition(settings.partitions))
+    stream = keys.channel(Channel.parse("family:1")).ingest
     assert await redis.xlen(keys.dead_letter(stream)) == 1
     assert await redis.xlen(stream) == 0
 
 
 async def test_a_sequence_that_went_back_is_reseeded_under_a_new_epoch(
-    settings: Settings, redis: Redis, pool: asyncpg.Pool
+    redis: Redis, pool: asyncpg.Pool, keys: Keys, bus: Bus, worker: PersistenceWorker
 ) -> None:
-    keys = Keys(settings.redis_prefix, settings.partitions)
-    bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
-    channel = Channel.parse("family:2")
-    author = Author(1, "Staff")
-    first = [await bus.publish(channel, author, {"kind": "text", "text": f"m{n}"}, f"first-{n:04d}") for n in range(3)]
-    worker = PersistenceWorker(redis, keys, MessageStore(pool), batch=100, reclaim_idle_ms=60_000)
+    first = [await say(bus, "family:2", f"m{n}", f"first-{n:04d}") for n in range(3)]
     await worker.run(burst=True)
     # Redis came back from an older snapshot: its sequence and history are behind what
     # Postgres holds.
-    ck = keys.channel(channel)
+    ck = keys.channel(Channel.parse("family:2"))
     await redis.set(ck.seq, 1)
     await redis.delete(ck.history)
-    clash = await bus.publish(channel, author, {"kind": "text", "text": "clash"}, "clash-0001")
+    clash = await say(bus, "family:2", "clash", "clash-0001")
     assert clash.seq == 2
     await worker.run(burst=True)
-    after = await bus.publish(channel, author, {"kind": "text", "text": "after"}, "after-0001")
+    after = await say(bus, "family:2", "after", "after-0001")
     assert after.seq == 4
     assert after.epoch != first[0].epoch
     await worker.run(burst=True)
@@ -170,16 +166,11 @@ async def test_a_sequence_that_went_back_is_reseeded_under_a_new_epoch(
     assert await redis.xlen(keys.dead_letter(ck.ingest)) == 1
 
 
-async def test_a_sequence_behind_the_history_moves_past_it(
-    settings: Settings, redis: Redis, pool: asyncpg.Pool
-) -> None:
-    keys = Keys(settings.redis_prefix, settings.partitions)
-    bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
-    channel = Channel.parse("family:3")
-    author = Author(1, "Staff")
-    first = [await bus.publish(channel, author, {"kind": "text", "text": f"m{n}"}, f"first-{n:04d}") for n in range(3)]
-    await redis.set(keys.channel(channel).seq, 1)
-    after = await bus.publish(channel, author, {"kind": "text", "text": "after"}, "after-0001")
+async def test_a_sequence_behind_the_history_moves_past_it(redis: Redis, keys: Keys, bus: Bus) -> None:
+    first = [await say(bus, "family:3", f"m{n}", f"first-{n:04d}") for n in range(3)]
+    ck = keys.channel(Channel.parse("family:3"))
+    await redis.set(ck.seq, 1)
+    after = await say(bus, "family:3", "after", "after-0001")
     assert after.seq == 4
     assert after.epoch != first[0].epoch
-    assert await redis.xlen(keys.channel(channel).history) == 4
+    assert await redis.xlen(ck.history) == 4
