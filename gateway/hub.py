@@ -9,7 +9,6 @@ While a subscriber catches up on its backlog, live messages wait in its bounded
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -80,9 +79,6 @@ class Hub:
             return False
         del self._channels[sub.channel]
         return True
-
-    def channels(self) -> Iterable[str]:
-        return self._channels.keys()
 
     def subscriber_count(self, channel: str) -> int:
         return len(self._channels.get(channel, ()))

@@ -21,7 +21,7 @@ from gateway.wsproto import SINK_EXTENSION
 from realtime.accounts import SessionUser
 from realtime.channels import Channel
 from realtime.codec import choose
-from realtime.errors import CloseCode, Forbidden, Unauthenticated, client_error
+from realtime.errors import CloseCode, Forbidden, Unauthenticated, client_error, terms_not_accepted
 from realtime.messages import Author, validate_body
 from realtime.permissions import ChannelFacts, Principal, may_publish, may_subscribe
 from realtime.protocol import Auth, Publish, Request, RequestError, ServerProtocol, Subscribe, Unsubscribe
@@ -94,7 +94,7 @@ class Session:
             self.close(CloseCode.TRY_AGAIN_LATER if error.retry else CloseCode.AUTH_FAILED, error.code)
             return False
         if not principal.terms_accepted:
-            error = Forbidden("the current terms of use must be accepted first", code="terms_not_accepted")
+            error = terms_not_accepted()
             self.send(self.protocol.error(request.rid, error))
             self.close(CloseCode.TERMS_NOT_ACCEPTED, error.code)
             return False

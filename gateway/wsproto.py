@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.frames import Close
 
 SINK_EXTENSION = "procreche.sink"
 
@@ -54,11 +53,6 @@ class TransportSink:
         if p.read_paused:
             p.read_paused = False
             p.transport.resume_reading()
-
-    @property
-    def close_code(self) -> int | None:
-        received: Close | None = self._protocol.conn.close_rcvd
-        return None if received is None else received.code
 
 
 class FanoutWebSocketProtocol(WebSocketsSansIOProtocol):

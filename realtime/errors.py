@@ -92,11 +92,10 @@ def terms_not_accepted() -> Forbidden:
 
 
 class CloseCode(enum.IntEnum):
-    """WebSocket close codes the gateway sends. 4000–4099: reconnect; 4400–4499: don't
-    reconnect without doing something first (log in, accept the terms)."""
+    """WebSocket close codes the gateway sends (1009, 1011 and 1012 through uvicorn).
+    4000–4099: resume at once; 4400–4499: don't reconnect without doing something first
+    (log in, accept the terms)."""
 
-    NORMAL = 1000
-    GOING_AWAY = 1001
     MESSAGE_TOO_BIG = 1009
     INTERNAL = 1011
     SERVICE_RESTART = 1012
@@ -106,8 +105,3 @@ class CloseCode(enum.IntEnum):
     AUTH_TIMEOUT = 4401
     AUTH_FAILED = 4403
     TERMS_NOT_ACCEPTED = 4406
-    PROTOCOL_VIOLATION = 4400
-
-    @property
-    def reconnect(self) -> bool:
-        return self < 4400 or self >= 4500

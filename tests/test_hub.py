@@ -259,12 +259,11 @@ def test_add_and_remove_report_first_and_last_subscriber() -> None:
     assert hub.add(b) is False
     assert hub.add(elsewhere) is True
     assert hub.subscriber_count(CHANNEL) == 2
-    assert set(hub.channels()) == {CHANNEL, "family:43"}
     assert hub.remove(a) is False
     assert hub.subscriber_count(CHANNEL) == 1
     assert hub.remove(b) is True
     assert hub.subscriber_count(CHANNEL) == 0
-    assert set(hub.channels()) == {"family:43"}
+    assert hub.subscriber_count("family:43") == 1
     assert hub.remove(b) is False  # already gone
     assert hub.add(a) is True  # first again
 
@@ -308,7 +307,7 @@ def test_close_all_closes_each_connection_once() -> None:
 
 
 def test_close_all_on_an_empty_hub() -> None:
-    Hub(LIMIT).close_all(CloseCode.GOING_AWAY, "bye")
+    Hub(LIMIT).close_all(CloseCode.SERVICE_RESTART, "bye")
 
 
 @pytest.mark.parametrize("codec", [JsonCodec(), MsgpackCodec()], ids=["json", "msgpack"])
