@@ -91,7 +91,9 @@ class Session:
         except Exception as exc:
             error = client_error(exc)
             self.send(self.protocol.error(request.rid, error))
-            self.close(CloseCode.TRY_AGAIN_LATER if error.retry else CloseCode.AUTH_FAILED, error.code)
+            # Only a refused token asks the client to log in again; anything else is ours.
+            refused = isinstance(error, Unauthenticated)
+            self.close(CloseCode.AUTH_FAILED if refused else CloseCode.TRY_AGAIN_LATER, error.code)
             return False
         if not principal.terms_accepted:
             error = terms_not_accepted()

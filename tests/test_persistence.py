@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import pytest
@@ -19,7 +20,7 @@ from realtime.bus import Bus, Published
 from realtime.channels import Channel
 from realtime.keys import CONSUMER_GROUP, Keys
 from realtime.message_store import MessageStore
-from realtime.messages import Author
+from realtime.messages import Author, unpack_record
 from realtime.settings import Settings
 from tests.conftest import wait_for
 from workers.persistence import PersistenceWorker
@@ -138,7 +139,11 @@ async def test_a_message_postgres_refuses_is_set_aside_and_the_rest_is_stored(
     await worker.run(burst=True)
     assert {str(r["id"]) for r in await pool.fetch("SELECT id FROM messages")} == set(good)
     stream = keys.channel(Channel.parse("family:1")).ingest
-    assert await redis.xlen(keys.dead_letter(stream)) == 1
+    dead: Any = await redis.xrange(keys.dead_letter(stream))
+    assert len(dead) == 1
+    # The dead letter keeps the whole message for the operator.
+    fields = dead[0][1]
+    assert unpack_record(int(fields[b"s"]), fields[b"m"]).body["text"] == "nul \x00 byte"
     assert await redis.xlen(stream) == 0
 
 

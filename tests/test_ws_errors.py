@@ -144,3 +144,28 @@ async def test_healthz_names_what_is_down(gateway: Gateway) -> None:
         gateway.services.redis = healthy_redis
     assert response.status_code == 503
     assert response.json() == {"status": "down", "down": ["redis"]}
+
+
+async def test_auth_while_the_database_is_down_asks_to_retry_later(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def database_down(token: str) -> None:
+        raise ConnectionRefusedError("PostgreSQL is down")
+
+    monkeypatch.setattr(gateway.services.accounts, "authenticate", database_down)
+    async with connect(gateway.ws, subprotocols=JSON) as ws:
+        await ws.send(json.dumps({"op": "auth", "rid": 1, "token": "any"}))
+        assert json.loads(await ws.recv())["error"]["code"] == "unavailable"
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == CloseCode.TRY_AGAIN_LATER
+
+
+async def test_http_calls_while_the_database_is_down_are_503(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def database_down(token: str) -> None:
+        raise ConnectionRefusedError("PostgreSQL is down")
+
+    monkeypatch.setattr(gateway.services.accounts, "authenticate", database_down)
+    response = await gateway.http.get("/api/me", headers=bearer("any"))
+    assert (response.status_code, response.json()["code"]) == (503, "unavailable")

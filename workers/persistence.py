@@ -40,7 +40,7 @@ class Entry:
     stream: str
     entry_id: bytes
     message: Message | None  # None: the entry cannot be decoded (dead-lettered)
-    fields: dict[Any, Any]  # the raw stream fields, kept for the dead-letter stream
+    fields: dict[Any, Any]  # the raw stream fields: a dead letter keeps the whole message
 
 
 def consumer_name() -> str:
@@ -183,8 +183,15 @@ class PersistenceWorker:
                 pipe.xack(stream, CONSUMER_GROUP, *ids)
                 pipe.xdel(stream, *ids)
             await pipe.execute()
-        if dead:
-            log.error("persistence: %d entries set aside in the dead-letter streams", len(dead))
+        for e in dead:
+            log.error(
+                "persistence: ingest entry %s of %s set aside in %s (message %s in %s)",
+                e.entry_id,
+                e.stream,
+                self.keys.dead_letter(e.stream),
+                e.message.id if e.message else "undecodable",
+                e.message.channel if e.message else "?",
+            )
         self.persisted += len(messages) - len(refused)
 
     async def _insert_one_by_one(self, messages: list[Message]) -> set[str]:
@@ -205,4 +212,4 @@ def _entry(stream: bytes | str, entry_id: bytes, fields: dict[bytes, bytes]) -> 
     except (KeyError, ValueError, TypeError):
         log.exception("ingest entry %s in %s cannot be decoded; dead-lettered", entry_id, name)
         return Entry(name, entry_id, None, fields)
-    return Entry(name, entry_id, message, {})
+    return Entry(name, entry_id, message, fields)
