@@ -23,7 +23,7 @@ from realtime.channels import Channel
 from realtime.codec import choose
 from realtime.errors import CloseCode, Forbidden, Unauthenticated, client_error, terms_not_accepted
 from realtime.messages import Author, validate_body
-from realtime.permissions import ChannelFacts, Principal, may_publish, may_subscribe
+from realtime.permissions import ChannelFacts, Decision, Principal, may_publish, may_subscribe
 from realtime.protocol import Auth, Publish, Request, RequestError, ServerProtocol, Subscribe, Unsubscribe
 
 log = logging.getLogger("procreche.ws")
@@ -142,15 +142,15 @@ class Session:
             self._facts_cache[channel.name] = await self.services.directory.channel_facts(channel)
         return self._facts_cache[channel.name]
 
-    def _check(self, allowed: bool, code: str, reason: str) -> None:
-        if not allowed:
-            raise Forbidden(reason, code=code)
+    @staticmethod
+    def _check(decision: Decision) -> None:
+        if not decision.allowed:
+            raise Forbidden(decision.reason, code=decision.code)
 
     async def _subscribe(self, request: Subscribe) -> None:
         assert self.principal is not None
         channel = request.channel
-        decision = may_subscribe(self.principal, channel, await self._facts(channel))
-        self._check(decision.allowed, decision.code, decision.reason)
+        self._check(may_subscribe(self.principal, channel, await self._facts(channel)))
         if channel.name in self.subscriptions:
             raise Forbidden("already subscribed to this channel", code="already_subscribed")
         if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
@@ -198,8 +198,7 @@ class Session:
     async def _publish(self, request: Publish) -> None:
         assert self.principal is not None
         channel = request.channel
-        decision = may_publish(self.principal, channel, await self._facts(channel))
-        self._check(decision.allowed, decision.code, decision.reason)
+        self._check(may_publish(self.principal, channel, await self._facts(channel)))
         body = validate_body(request.body)
         author = Author(self.principal.user_id, self.principal.name)
         published = await self.services.bus.publish(channel, author, body, request.msg_id)
