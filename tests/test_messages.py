@@ -15,17 +15,18 @@ from realtime.messages import MAX_TEXT, Author, Message, pack_record, unpack_rec
 AT = datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 
 
+FIELDS: dict[str, Any] = {
+    "id": "0195e1a2-7b3c-7def-8123-456789abcdef",
+    "channel": "family:42",
+    "author": Author(7, "Camille"),
+    "body": {"kind": "text", "text": "Bonjour"},
+    "at": AT,
+    "msg_id": "client-msg-0001",
+}
+
+
 def record(**changes: Any) -> bytes:
-    fields: dict[str, Any] = {
-        "id": "0195e1a2-7b3c-7def-8123-456789abcdef",
-        "channel": "family:42",
-        "author": Author(7, "Camille"),
-        "body": {"kind": "text", "text": "Bonjour"},
-        "at": AT,
-        "msg_id": "client-msg-0001",
-    }
-    fields.update(changes)
-    return pack_record(**fields)
+    return pack_record(**(FIELDS | changes))
 
 
 def test_record_round_trip() -> None:
@@ -94,17 +95,7 @@ def test_record_keeps_every_microsecond(at: datetime) -> None:
 
 
 def message(**changes: Any) -> Message:
-    fields: dict[str, Any] = {
-        "id": "m1",
-        "channel": "family:42",
-        "seq": 3,
-        "author": Author(7, "Camille"),
-        "body": {"kind": "text", "text": "Bonjour"},
-        "at": AT,
-        "msg_id": "client-msg-0001",
-    }
-    fields.update(changes)
-    return Message(**fields)
+    return Message(**(FIELDS | {"id": "m1", "seq": 3} | changes))
 
 
 def test_frame_format() -> None:

@@ -78,14 +78,19 @@ async def test_bad_bodies_are_refused_with_bad_body(gateway: Gateway, demo_famil
             assert refused.value.code == "bad_body", body
 
 
-async def test_invalid_token_is_refused_and_closed(gateway: Gateway) -> None:
-    async with connect(gateway.ws, subprotocols=JSON) as ws:
-        await ws.send(json.dumps({"op": "auth", "rid": 1, "token": "forged"}))
-        assert json.loads(await ws.recv())["error"]["code"] == "invalid_token"
+async def refused_auth(url: str, token: str) -> tuple[str, int]:
+    """Authenticate with `token`, expecting a refusal: the error code, then the close code."""
+    async with connect(url, subprotocols=JSON) as ws:
+        await ws.send(json.dumps({"op": "auth", "rid": 1, "token": token}))
+        code: str = json.loads(await ws.recv())["error"]["code"]
         with pytest.raises(ConnectionClosed) as closed:
             await ws.recv()
         assert closed.value.rcvd is not None
-        assert closed.value.rcvd.code == CloseCode.AUTH_FAILED
+        return code, closed.value.rcvd.code
+
+
+async def test_invalid_token_is_refused_and_closed(gateway: Gateway) -> None:
+    assert await refused_auth(gateway.ws, "forged") == ("invalid_token", CloseCode.AUTH_FAILED)
 
 
 async def test_a_logged_out_token_no_longer_opens_a_socket(gateway: Gateway) -> None:
@@ -99,13 +104,7 @@ async def test_a_logged_out_token_no_longer_opens_a_socket(gateway: Gateway) -> 
 
 async def test_terms_not_accepted_closes_with_its_code(gateway: Gateway) -> None:
     token = await gateway.login("martin@demo.test", accept_terms=False)
-    async with connect(gateway.ws, subprotocols=JSON) as ws:
-        await ws.send(json.dumps({"op": "auth", "rid": 1, "token": token}))
-        assert json.loads(await ws.recv())["error"]["code"] == "terms_not_accepted"
-        with pytest.raises(ConnectionClosed) as closed:
-            await ws.recv()
-        assert closed.value.rcvd is not None
-        assert closed.value.rcvd.code == CloseCode.TERMS_NOT_ACCEPTED
+    assert await refused_auth(gateway.ws, token) == ("terms_not_accepted", CloseCode.TERMS_NOT_ACCEPTED)
 
 
 async def test_no_auth_in_time_closes_the_connection(settings: Settings) -> None:
@@ -153,13 +152,7 @@ async def test_auth_while_the_database_is_down_asks_to_retry_later(
         raise ConnectionRefusedError("PostgreSQL is down")
 
     monkeypatch.setattr(gateway.services.accounts, "authenticate", database_down)
-    async with connect(gateway.ws, subprotocols=JSON) as ws:
-        await ws.send(json.dumps({"op": "auth", "rid": 1, "token": "any"}))
-        assert json.loads(await ws.recv())["error"]["code"] == "unavailable"
-        with pytest.raises(ConnectionClosed) as closed:
-            await ws.recv()
-        assert closed.value.rcvd is not None
-        assert closed.value.rcvd.code == CloseCode.TRY_AGAIN_LATER
+    assert await refused_auth(gateway.ws, "any") == ("unavailable", CloseCode.TRY_AGAIN_LATER)
 
 
 async def test_http_calls_while_the_database_is_down_are_503(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
