@@ -53,6 +53,11 @@ class Subscriber:
     channel: str
     last_seq: int = 0
     pending: list[Outgoing] | None = field(default_factory=list)
+    # Children whose content this viewer must not receive (theirs, without consultation).
+    hidden: frozenset[int] = frozenset()
+
+    def sees(self, out: Outgoing) -> bool:
+        return not (self.hidden and out.message.children and not self.hidden.isdisjoint(out.message.children))
 
 
 class Hub:
@@ -101,6 +106,8 @@ class Hub:
             if seq <= sub.last_seq:
                 continue
             sub.last_seq = seq
+            if not sub.sees(out):
+                continue
             sink = sub.sink
             sink.write(out.frame(sub.codec))
             if sink.buffered() > limit:
@@ -121,4 +128,5 @@ class Hub:
         for out in pending:
             if out.seq > sub.last_seq:
                 sub.last_seq = out.seq
-                sub.sink.write(out.frame(sub.codec))
+                if sub.sees(out):
+                    sub.sink.write(out.frame(sub.codec))

@@ -13,15 +13,20 @@ from realtime.errors import ProcrecheError, client_error
 log = logging.getLogger("procreche.http")
 
 
-def problem(status: int, code: str, detail: str, *, title: str | None = None) -> JSONResponse:
+def problem(
+    status: int, code: str, detail: str, *, title: str | None = None, details: tuple[dict[str, object], ...] = ()
+) -> JSONResponse:
+    body: dict[str, object] = {
+        "type": "about:blank",
+        "title": title or code.replace("_", " "),
+        "status": status,
+        "code": code,
+        "detail": detail,
+    }
+    if details:
+        body["details"] = list(details)
     return JSONResponse(
-        {
-            "type": "about:blank",
-            "title": title or code.replace("_", " "),
-            "status": status,
-            "code": code,
-            "detail": detail,
-        },
+        body,
         status_code=status,
         media_type="application/problem+json",
         headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
@@ -30,7 +35,7 @@ def problem(status: int, code: str, detail: str, *, title: str | None = None) ->
 
 async def handle_procreche_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProcrecheError)
-    return problem(exc.http_status, exc.code, exc.message)
+    return problem(exc.http_status, exc.code, exc.message, details=exc.details)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

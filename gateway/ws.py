@@ -23,7 +23,18 @@ from realtime.channels import Channel
 from realtime.codec import choose
 from realtime.errors import CloseCode, Forbidden, Unauthenticated, client_error, terms_not_accepted
 from realtime.messages import Author, validate_body
-from realtime.permissions import ChannelFacts, Decision, Principal, may_publish, may_subscribe
+from realtime.permissions import (
+    ChannelFacts,
+    Decision,
+    Principal,
+    StructureFacts,
+    channel_children,
+    may_publish,
+    may_subscribe,
+    may_tag,
+    sees,
+    structure_of,
+)
 from realtime.protocol import Auth, Publish, Request, RequestError, ServerProtocol, Subscribe, Unsubscribe
 
 log = logging.getLogger("procreche.ws")
@@ -145,18 +156,26 @@ class Session:
     @staticmethod
     def _check(decision: Decision) -> None:
         if not decision.allowed:
-            raise Forbidden(decision.reason, code=decision.code)
+            raise Forbidden(decision.reason, code=decision.code, details=decision.details)
 
     async def _subscribe(self, request: Subscribe) -> None:
         assert self.principal is not None
         channel = request.channel
-        self._check(may_subscribe(self.principal, channel, await self._facts(channel)))
+        facts = await self._facts(channel)
+        self._check(may_subscribe(self.principal, channel, facts))
         if channel.name in self.subscriptions:
             raise Forbidden("already subscribed to this channel", code="already_subscribed")
         if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
             raise Forbidden(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection", code="too_many_subscriptions")
         services = self.services
-        sub = Subscriber(self.sink, self.protocol.codec, channel.name)
+        structure = structure_of(facts)
+        staff = structure in self.principal.staff_of
+        sub = Subscriber(
+            self.sink,
+            self.protocol.codec,
+            channel.name,
+            hidden=frozenset() if staff else self.principal.hidden_children(),
+        )
         self.subscriptions[channel.name] = sub
         services.hub.add(sub)
         try:
@@ -176,7 +195,8 @@ class Session:
             )
         )
         for message in backlog.messages:
-            self.sink.write(Outgoing(message).frame(self.protocol.codec))
+            if sees(self.principal, structure, message.children, message.withdrawn):
+                self.sink.write(Outgoing(message).frame(self.protocol.codec))
         services.hub.go_live(sub, backlog.head)
 
     async def _unsubscribe(self, request: Unsubscribe) -> None:
@@ -198,11 +218,26 @@ class Session:
     async def _publish(self, request: Publish) -> None:
         assert self.principal is not None
         channel = request.channel
-        self._check(may_publish(self.principal, channel, await self._facts(channel)))
+        facts = await self._facts(channel)
+        self._check(may_publish(self.principal, channel, facts))
         body = validate_body(request.body)
+        if request.children:
+            await self._check_tags(facts, request.children)
         author = Author(self.principal.user_id, self.principal.name)
-        published = await self.services.bus.publish(channel, author, body, request.msg_id)
+        published = await self.services.bus.publish(channel, author, body, request.msg_id, request.children)
         self.send(self.protocol.reply(request.rid, channel=channel.name, seq=published.seq, id=published.id))
+
+    async def _check_tags(self, facts: ChannelFacts, children: tuple[int, ...]) -> None:
+        """Image rights, checked against consents read now (never from a cache): a revoked
+        consent must stop the very next publish."""
+        directory = self.services.directory
+        circle = channel_children(
+            facts, await directory.structure_children(facts.id) if isinstance(facts, StructureFacts) else ()
+        )
+        consents = await directory.consents(children)
+        if len(consents) != len(children):
+            raise Forbidden("a tagged child is not part of this channel's circle", code="forbidden")
+        self._check(may_tag(facts, consents, circle))
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:

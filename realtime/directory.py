@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from realtime.channels import Channel, ChannelKind
 from realtime.database import Pool
 from realtime.permissions import (
     ChannelFacts,
+    ChildConsent,
     ChildFacts,
     FamilyFacts,
+    GroupFacts,
     Guardianship,
+    Holder,
     Principal,
+    StructureFacts,
+    UserFacts,
     may_subscribe,
 )
 
@@ -24,8 +30,22 @@ SELECT u.id, u.display_name, u.disabled_at IS NOT NULL AS disabled,
              WHERE m.user_id = u.id AND m.role IN ('staff', 'admin')) AS staff_of,
        ARRAY(SELECT structure_id FROM memberships m
              WHERE m.user_id = u.id AND m.role = 'admin') AS admin_of,
+       ARRAY(SELECT DISTINCT structure_id FROM memberships m WHERE m.user_id = u.id) AS member_of,
        ARRAY(SELECT family_id FROM family_members f WHERE f.user_id = u.id) AS households
 FROM users u WHERE u.id = $1
+"""
+
+
+CONSENTS_SQL = """
+SELECT c.id, c.structure_id, c.first_name || ' ' || c.last_name AS name,
+       ARRAY(SELECT g.user_id FROM guardianships g WHERE g.child_id = c.id AND g.parental_authority
+             ORDER BY g.user_id) AS holder_ids,
+       ARRAY(SELECT u.display_name FROM guardianships g JOIN users u ON u.id = g.user_id
+             WHERE g.child_id = c.id AND g.parental_authority ORDER BY g.user_id) AS holder_names,
+       ARRAY(SELECT k.guardian_id FROM consents k JOIN guardianships g
+               ON g.child_id = k.child_id AND g.user_id = k.guardian_id AND g.parental_authority
+             WHERE k.child_id = c.id AND k.kind = 'publication' AND k.revoked_at IS NULL) AS consented
+FROM children c WHERE c.id = ANY($1::bigint[]) ORDER BY c.id
 """
 
 
@@ -49,6 +69,7 @@ class Directory:
             terms_accepted=row["terms_accepted"],
             staff_of=frozenset(row["staff_of"]),
             admin_of=frozenset(row["admin_of"]),
+            member_of=frozenset(row["member_of"]),
             households=frozenset(row["households"]),
             guardianships={r["child_id"]: Guardianship(**r) for r in rows},
         )
@@ -67,7 +88,38 @@ class Directory:
         if channel.kind is ChannelKind.CHILD:
             row = await self.pool.fetchrow("SELECT id, structure_id FROM children WHERE id = $1", channel.id)
             return None if row is None else ChildFacts(row["id"], row["structure_id"])
-        return None
+        if channel.kind is ChannelKind.GROUP:
+            row = await self.pool.fetchrow(
+                "SELECT g.id, g.structure_id, ARRAY(SELECT c.id FROM children c"
+                " WHERE c.group_id = g.id AND c.left_on IS NULL) AS child_ids FROM groups g WHERE g.id = $1",
+                channel.id,
+            )
+            return None if row is None else GroupFacts(row["id"], row["structure_id"], frozenset(row["child_ids"]))
+        if channel.kind is ChannelKind.STRUCTURE:
+            found = await self.pool.fetchval("SELECT id FROM structures WHERE id = $1", channel.id)
+            return None if found is None else StructureFacts(found)
+        found = await self.pool.fetchval("SELECT id FROM users WHERE id = $1", channel.id)
+        return None if found is None else UserFacts(found)
+
+    async def structure_children(self, structure_id: int) -> frozenset[int]:
+        rows = await self.pool.fetch(
+            "SELECT id FROM children WHERE structure_id = $1 AND left_on IS NULL", structure_id
+        )
+        return frozenset(r["id"] for r in rows)
+
+    async def consents(self, child_ids: Collection[int]) -> list[ChildConsent]:
+        """Each child's holders of parental authority and who of them has consented now."""
+        rows = await self.pool.fetch(CONSENTS_SQL, list(child_ids))
+        return [
+            ChildConsent(
+                child_id=r["id"],
+                structure_id=r["structure_id"],
+                name=r["name"],
+                holders=tuple(Holder(i, n) for i, n in zip(r["holder_ids"], r["holder_names"], strict=True)),
+                consented=frozenset(r["consented"]),
+            )
+            for r in rows
+        ]
 
     async def me(self, p: Principal) -> dict[str, Any]:
         """The user, roles, children, households, and the channels they may subscribe to."""

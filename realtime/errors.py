@@ -26,11 +26,19 @@ class ProcrecheError(Exception):
     http_status = 500
     retry = False
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, details: tuple[dict[str, object], ...] = ()) -> None:
         super().__init__(message)
         self.message = message
+        # Machine-readable specifics, e.g. whose consent is missing for which child.
+        self.details = details
         if code is not None:
             self.code = code
+
+    def body(self) -> dict[str, object]:
+        body: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = list(self.details)
+        return body
 
 
 class BadRequest(ProcrecheError):

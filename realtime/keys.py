@@ -51,6 +51,10 @@ class Keys:
     def live(self, channel_name: str) -> str:
         return f"{self.prefix}:live:{channel_name}"
 
+    def control(self) -> str:
+        """The pub/sub channel every gateway listens to for fact changes."""
+        return f"{self.prefix}:control"
+
     def live_channel_name(self, live_key: str) -> str:
         return live_key.removeprefix(f"{self.prefix}:live:")
 

@@ -48,6 +48,8 @@ class Message:
             "body": self.body,
             "at": self.at.isoformat().replace("+00:00", "Z"),
         }
+        if self.children:
+            frame["children"] = list(self.children)
         if self.withdrawn:
             frame["withdrawn"] = True
         return frame

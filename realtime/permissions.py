@@ -1,13 +1,14 @@
-"""Who may subscribe to and publish on which channel: a pure policy over facts.
+"""Who may subscribe to, publish on and read each channel, and which messages each viewer
+sees: a pure policy over facts. The rules, one per row, are in docs/permissions.md.
 
-No I/O here: `realtime.directory` loads the facts, the gateway asks these functions.
-Denied by default: every rule that is not met, and every channel kind without a rule,
+No I/O here: `realtime.directory` loads the facts; the gateway and the HTTP API ask these
+functions. Denied by default: every rule that is not met, and every case without a rule,
 is a refusal with a stable code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from realtime.channels import Channel, ChannelKind
@@ -31,8 +32,13 @@ class Principal:
     terms_accepted: bool = True
     staff_of: frozenset[int] = frozenset()  # structures where the user is staff or admin
     admin_of: frozenset[int] = frozenset()
+    member_of: frozenset[int] = frozenset()  # structures where the user has any role
     households: frozenset[int] = frozenset()
     guardianships: Mapping[int, Guardianship] = field(default_factory=dict)
+
+    def hidden_children(self) -> frozenset[int]:
+        """Children whose content this user must not receive: theirs, without consultation."""
+        return frozenset(c for c, g in self.guardianships.items() if not g.consultation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +55,52 @@ class ChildFacts:
     structure_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class GroupFacts:
+    id: int
+    structure_id: int
+    child_ids: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class StructureFacts:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserFacts:
+    id: int
+
+
 # None: the id does not exist. It is refused exactly like another household's id, so that
 # ids cannot be probed.
-ChannelFacts = FamilyFacts | ChildFacts | None
+ChannelFacts = FamilyFacts | ChildFacts | GroupFacts | StructureFacts | UserFacts | None
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    user_id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChildConsent:
+    """A child's publication consent: who holds parental authority, who has consented."""
+
+    child_id: int
+    structure_id: int
+    name: str
+    holders: tuple[Holder, ...]
+    consented: frozenset[int]
+
+    @property
+    def missing(self) -> tuple[Holder, ...]:
+        return tuple(h for h in self.holders if h.user_id not in self.consented)
+
+    @property
+    def complete(self) -> bool:
+        # No recorded holder of parental authority: nobody could have consented.
+        return bool(self.holders) and not self.missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,36 +108,62 @@ class Decision:
     allowed: bool
     code: str = ""
     reason: str = ""
+    details: tuple[dict[str, object], ...] = ()
 
 
 ALLOW = Decision(True)
 
 
-def deny(code: str, reason: str) -> Decision:
-    return Decision(False, code, reason)
+def deny(code: str, reason: str, details: tuple[dict[str, object], ...] = ()) -> Decision:
+    return Decision(False, code, reason, details)
 
 
 FORBIDDEN = deny("forbidden", "you may not use this channel")
 
 
-def _account(p: Principal) -> Decision | None:
+def account(p: Principal) -> Decision:
     if p.disabled:
         return deny("account_disabled", "this account is disabled")
     if not p.terms_accepted:
         return deny("terms_not_accepted", "the current terms of use must be accepted first")
+    return ALLOW
+
+
+def _matches(channel: Channel, facts: ChannelFacts) -> bool:
+    expected = {
+        ChannelKind.FAMILY: FamilyFacts,
+        ChannelKind.CHILD: ChildFacts,
+        ChannelKind.GROUP: GroupFacts,
+        ChannelKind.STRUCTURE: StructureFacts,
+        ChannelKind.USER: UserFacts,
+    }[channel.kind]
+    return facts is not None and isinstance(facts, expected) and facts.id == channel.id
+
+
+def structure_of(facts: ChannelFacts) -> int | None:
+    if isinstance(facts, FamilyFacts | ChildFacts | GroupFacts):
+        return facts.structure_id
+    if isinstance(facts, StructureFacts):
+        return facts.id
     return None
 
 
 def may_subscribe(p: Principal, channel: Channel, facts: ChannelFacts) -> Decision:
-    if (refusal := _account(p)) is not None:
-        return refusal
-    if channel.kind is ChannelKind.FAMILY and isinstance(facts, FamilyFacts) and facts.id == channel.id:
-        if facts.structure_id in p.staff_of or facts.id in p.households:
-            return ALLOW
+    if not (verdict := account(p)).allowed:
+        return verdict
+    if not _matches(channel, facts):
         return FORBIDDEN
-    if channel.kind is ChannelKind.CHILD and isinstance(facts, ChildFacts) and facts.id == channel.id:
-        if facts.structure_id in p.staff_of:
-            return ALLOW
+    if isinstance(facts, UserFacts):
+        return ALLOW if facts.id == p.user_id else FORBIDDEN
+    if structure_of(facts) in p.staff_of:
+        return ALLOW
+    if isinstance(facts, StructureFacts):
+        return ALLOW if facts.id in p.member_of else FORBIDDEN
+    if isinstance(facts, GroupFacts):
+        return ALLOW if facts.child_ids & p.guardianships.keys() else FORBIDDEN
+    if isinstance(facts, FamilyFacts):
+        return ALLOW if facts.id in p.households else FORBIDDEN
+    if isinstance(facts, ChildFacts):
         guardianship = p.guardianships.get(facts.id)
         if guardianship is None:
             return FORBIDDEN
@@ -99,19 +174,87 @@ def may_subscribe(p: Principal, channel: Channel, facts: ChannelFacts) -> Decisi
 
 
 def may_publish(p: Principal, channel: Channel, facts: ChannelFacts) -> Decision:
-    if (refusal := _account(p)) is not None:
-        return refusal
-    if channel.kind is ChannelKind.FAMILY and isinstance(facts, FamilyFacts) and facts.id == channel.id:
-        if facts.structure_id in p.staff_of:
-            return ALLOW
-        if facts.id not in p.households:
-            return FORBIDDEN
+    """May `p` publish on `channel` at all (before looking at what the message tags)."""
+    if not (verdict := account(p)).allowed:
+        return verdict
+    if not _matches(channel, facts) or isinstance(facts, UserFacts):
+        # user:<id> carries the server's own notifications only.
+        return FORBIDDEN
+    if structure_of(facts) in p.staff_of:
+        return ALLOW
+    if isinstance(facts, FamilyFacts) and facts.id in p.households:
         may_post = any(g.may_post for child, g in p.guardianships.items() if child in facts.child_ids)
         if facts.guardians_may_post and may_post:
             return ALLOW
         return deny("posting_not_authorised", "the structure has not authorised you to post here")
-    if channel.kind is ChannelKind.CHILD and isinstance(facts, ChildFacts) and facts.id == channel.id:
-        if facts.structure_id in p.staff_of:
-            return ALLOW
-        return FORBIDDEN
     return FORBIDDEN
+
+
+def channel_children(facts: ChannelFacts, structure_children: Collection[int] = ()) -> Collection[int]:
+    """The children a message on this channel may tag: the channel's own circle."""
+    if isinstance(facts, ChildFacts):
+        return (facts.id,)
+    if isinstance(facts, FamilyFacts | GroupFacts):
+        return facts.child_ids
+    if isinstance(facts, StructureFacts):
+        return structure_children
+    return ()
+
+
+def may_tag(facts: ChannelFacts, tagged: Collection[ChildConsent], circle: Collection[int]) -> Decision:
+    """Image rights: every tagged child belongs to the channel's circle and has publication
+    consent from every holder of parental authority. The refusal names whose is missing."""
+    structure = structure_of(facts)
+    outside = [c.child_id for c in tagged if c.child_id not in circle or c.structure_id != structure]
+    if outside:
+        return deny("forbidden", "a tagged child is not part of this channel's circle")
+    lacking = [c for c in tagged if not c.complete]
+    if not lacking:
+        return ALLOW
+    details: tuple[dict[str, object], ...] = tuple(
+        {
+            "child": {"id": c.child_id, "name": c.name},
+            "missing": [{"id": h.user_id, "name": h.name} for h in c.missing],
+        }
+        for c in lacking
+    )
+    names = "; ".join(
+        f"{c.name}: "
+        + (", ".join(h.name for h in c.missing) if c.holders else "no holder of parental authority recorded")
+        for c in lacking
+    )
+    return deny("consent_missing", f"publication consent missing for {names}", details)
+
+
+def sees(p: Principal, structure_id: int | None, tagged: Collection[int], withdrawn: bool) -> bool:
+    """Whether `p` may see a message (tagging `tagged`) of a channel of `structure_id`.
+    Staff see everything of their structure, withdrawn messages marked as such; guardians
+    see neither withdrawn messages nor content of their children they may not consult."""
+    if structure_id in p.staff_of:
+        return True
+    if withdrawn:
+        return False
+    return not (p.hidden_children() & set(tagged))
+
+
+def may_administer(p: Principal, structure_id: int) -> Decision:
+    if not (verdict := account(p)).allowed:
+        return verdict
+    return ALLOW if structure_id in p.admin_of else FORBIDDEN
+
+
+def may_view_consents(p: Principal, structure_id: int) -> Decision:
+    """Staff see each child's consent state (who has and who has not consented)."""
+    if not (verdict := account(p)).allowed:
+        return verdict
+    return ALLOW if structure_id in p.staff_of else FORBIDDEN
+
+
+def may_sign_consent(p: Principal, child_id: int) -> Decision:
+    """Only a holder of parental authority signs or revokes a child's publication consent."""
+    if not (verdict := account(p)).allowed:
+        return verdict
+    guardianship = p.guardianships.get(child_id)
+    if guardianship is None or not guardianship.parental_authority:
+        return FORBIDDEN
+    return ALLOW

@@ -20,6 +20,7 @@ from realtime.errors import BadRequest, ProcrecheError
 Rid = int | str
 MSG_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 MAX_SEQ = 2**63 - 1
+MAX_TAGS = 50
 MAX_FRAME = 64 * 1024  # bytes; a larger WebSocket message is closed with 1009
 
 
@@ -58,6 +59,7 @@ class Publish:
     channel: Channel
     msg_id: str
     body: object
+    children: tuple[int, ...] = ()
 
 
 Request = Auth | Subscribe | Unsubscribe | Publish
@@ -88,6 +90,19 @@ def _string(frame: dict[str, Any], name: str, limit: int) -> str:
     return value
 
 
+def _children(frame: dict[str, Any]) -> tuple[int, ...]:
+    """The children a message identifies (tags): each id once, at most MAX_TAGS."""
+    children = frame.get("children", [])
+    if (
+        not isinstance(children, list)
+        or len(children) > MAX_TAGS
+        or not all(isinstance(c, int) and not isinstance(c, bool) and 0 < c <= MAX_SEQ for c in children)
+        or len(set(children)) != len(children)
+    ):
+        raise BadRequest(f"'children' must be a list of at most {MAX_TAGS} distinct child ids", code="bad_frame")
+    return tuple(children)
+
+
 def _parse(frame: dict[str, Any], rid: Rid) -> Request:
     op = frame.get("op")
     if op == "auth":
@@ -103,7 +118,7 @@ def _parse(frame: dict[str, Any], rid: Rid) -> Request:
         msg_id = frame.get("msg_id")
         if not isinstance(msg_id, str) or not MSG_ID.fullmatch(msg_id):
             raise BadRequest("'msg_id' must be 8 to 64 characters of A-Z a-z 0-9 _ -", code="bad_frame")
-        return Publish(rid, Channel.parse(frame.get("channel")), msg_id, frame.get("body"))
+        return Publish(rid, Channel.parse(frame.get("channel")), msg_id, frame.get("body"), _children(frame))
     raise BadRequest(f"unknown op {op!r}", code="unknown_op")
 
 
@@ -149,9 +164,7 @@ class ServerProtocol:
         return self.codec.encode({"op": "reply", "rid": rid, "ok": True, **fields})
 
     def error(self, rid: Rid | None, error: ProcrecheError) -> bytes:
-        return self.codec.encode(
-            {"op": "reply", "rid": rid, "ok": False, "error": {"code": error.code, "message": error.message}}
-        )
+        return self.codec.encode({"op": "reply", "rid": rid, "ok": False, "error": error.body()})
 
     def push(self, frame: dict[str, Any]) -> bytes:
         return self.codec.encode(frame)

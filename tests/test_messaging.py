@@ -82,7 +82,8 @@ async def test_guardian_of_another_family_is_refused(gateway: Gateway, demo_fami
         with pytest.raises(ReplyError) as unknown:
             await bernard.subscribe("family:999999")
         assert unknown.value.code == "forbidden"
-        for channel in ("group:1", "structure:1", "user:1"):
+        # Bébés is not his children's group; user:1 is the admin's; structure 99 is not his.
+        for channel in ("group:1", "user:1", "structure:99"):
             with pytest.raises(ReplyError) as other_kind:
                 await bernard.subscribe(channel)
             assert other_kind.value.code == "forbidden"
