@@ -156,6 +156,16 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_author ON messages (author_id);
 
+-- Withdrawals as the persistence worker receives them. No foreign key: a withdrawal may be
+-- persisted before the message it withdraws (reclaimed entries come out of order); the
+-- message's insert then picks it up.
+CREATE TABLE IF NOT EXISTS message_withdrawals (
+    message_id  uuid PRIMARY KEY,
+    channel     text NOT NULL,
+    reason      text NOT NULL CHECK (reason IN ('consent_revoked', 'moderation', 'author')),
+    at          timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE IF NOT EXISTS message_children (
     message_id  uuid NOT NULL REFERENCES messages ON DELETE CASCADE,
     child_id    bigint NOT NULL REFERENCES children ON DELETE CASCADE,

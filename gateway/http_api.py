@@ -13,6 +13,7 @@ from starlette.routing import Route
 from gateway.services import Services
 from realtime.accounts import SessionUser
 from realtime.errors import BadRequest, Unauthenticated
+from realtime.permissions import Principal
 
 MAX_BODY = 64 * 1024
 HEALTH_TIMEOUT = 2.0
@@ -46,6 +47,15 @@ async def current_user(request: Request, *, terms: bool = True) -> SessionUser:
     return user.require_terms() if terms else user
 
 
+async def current_principal(request: Request) -> Principal:
+    """The policy's view of the caller (terms accepted)."""
+    user = await current_user(request)
+    principal = await services(request).directory.principal(user.user_id)
+    if principal is None:
+        raise Unauthenticated("invalid or expired token", code="invalid_token")
+    return principal
+
+
 async def login(request: Request) -> Response:
     body = await json_body(request)
     token, user = await services(request).accounts.login(body.get("email"), body.get("password"))
@@ -77,12 +87,8 @@ async def change_password(request: Request) -> Response:
 
 
 async def me(request: Request) -> Response:
-    user = await current_user(request)
-    s = services(request)
-    principal = await s.directory.principal(user.user_id)
-    if principal is None:
-        raise Unauthenticated("invalid or expired token", code="invalid_token")
-    return JSONResponse(await s.directory.me(principal))
+    principal = await current_principal(request)
+    return JSONResponse(await services(request).directory.me(principal))
 
 
 async def healthz(request: Request) -> Response:

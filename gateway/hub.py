@@ -10,7 +10,7 @@ While a subscriber catches up on its backlog, live messages wait in its bounded
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.frames import ws_frame
 from realtime.codec import Codec
@@ -29,19 +29,29 @@ class Sink(Protocol):
 
 
 class Outgoing:
-    """A message on its way out, framed at most once per wire format."""
+    """A frame on its way out to a channel's subscribers, encoded at most once per wire
+    format. A message has a `seq`; an event (a withdrawal) has none and is never skipped."""
 
-    __slots__ = ("_frames", "message", "seq")
+    __slots__ = ("_body", "_frames", "children", "seq")
 
-    def __init__(self, message: Message) -> None:
-        self.message = message
-        self.seq = message.seq
+    def __init__(self, body: dict[str, Any], seq: int | None = None, children: tuple[int, ...] = ()) -> None:
+        self._body = body
+        self.seq = seq
+        self.children = children
         self._frames: dict[str, bytes] = {}
+
+    @classmethod
+    def of(cls, message: Message) -> Outgoing:
+        return cls(message.frame(), message.seq, message.children)
+
+    @classmethod
+    def withdrawal(cls, channel: str, message_id: str) -> Outgoing:
+        return cls({"op": "withdrawn", "channel": channel, "id": message_id})
 
     def frame(self, codec: Codec) -> bytes:
         frame = self._frames.get(codec.subprotocol)
         if frame is None:
-            frame = ws_frame(codec.encode(self.message.frame()), binary=codec.binary)
+            frame = ws_frame(codec.encode(self._body), binary=codec.binary)
             self._frames[codec.subprotocol] = frame
         return frame
 
@@ -57,7 +67,7 @@ class Subscriber:
     hidden: frozenset[int] = frozenset()
 
     def sees(self, out: Outgoing) -> bool:
-        return not (self.hidden and out.message.children and not self.hidden.isdisjoint(out.message.children))
+        return not (self.hidden and out.children and not self.hidden.isdisjoint(out.children))
 
 
 class Hub:
@@ -103,11 +113,12 @@ class Hub:
                 else:
                     pending.append(out)
                 continue
-            if seq <= sub.last_seq:
-                continue
-            sub.last_seq = seq
-            if not sub.sees(out):
-                continue
+            if seq is not None:
+                if seq <= sub.last_seq:
+                    continue
+                sub.last_seq = seq
+                if not sub.sees(out):
+                    continue
             sink = sub.sink
             sink.write(out.frame(sub.codec))
             if sink.buffered() > limit:
@@ -126,7 +137,9 @@ class Hub:
         sub.last_seq = last_seq
         pending, sub.pending = sub.pending or [], None
         for out in pending:
-            if out.seq > sub.last_seq:
+            if out.seq is None:
+                sub.sink.write(out.frame(sub.codec))
+            elif out.seq > sub.last_seq:
                 sub.last_seq = out.seq
                 if sub.sees(out):
                     sub.sink.write(out.frame(sub.codec))

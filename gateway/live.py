@@ -124,8 +124,11 @@ class LiveFeed:
         if kind == "message":
             if channel == CONTROL:
                 return
-            seq, _, record = message["data"].partition(b" ")
-            self.hub.deliver(channel, Outgoing(unpack_record(int(seq), record)))
+            head, _, rest = message["data"].partition(b" ")
+            if head == b"w":
+                self.hub.deliver(channel, Outgoing.withdrawal(channel, rest.decode()))
+            else:
+                self.hub.deliver(channel, Outgoing.of(unpack_record(int(head), rest)))
         elif kind == "subscribe":
             if channel == CONTROL:
                 self._ready.set()

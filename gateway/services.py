@@ -12,6 +12,7 @@ from gateway.hub import Hub
 from gateway.live import LiveFeed
 from realtime.accounts import Accounts
 from realtime.bus import Bus
+from realtime.consent import Consents
 from realtime.database import Pool, migrate, open_pool
 from realtime.directory import Directory
 from realtime.errors import CloseCode
@@ -33,6 +34,7 @@ class Services:
     bus: Bus
     hub: Hub
     live: LiveFeed
+    consents: Consents
 
 
 @contextlib.asynccontextmanager
@@ -49,16 +51,19 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             hub,
             on_lost=lambda: hub.close_all(CloseCode.LIVE_PATH_LOST, "live feed lost: resume from your last seq"),
         )
+        directory = Directory(pool)
+        bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
         services = Services(
             settings=settings,
             pool=pool,
             redis=redis,
             keys=keys,
             accounts=Accounts(pool, redis, keys, settings, Passwords()),
-            directory=Directory(pool),
-            bus=Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen),
+            directory=directory,
+            bus=bus,
             hub=hub,
             live=live,
+            consents=Consents(pool, directory, bus),
         )
         async with live.running():
             yield services

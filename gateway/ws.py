@@ -196,7 +196,7 @@ class Session:
         )
         for message in backlog.messages:
             if sees(self.principal, structure, message.children, message.withdrawn):
-                self.sink.write(Outgoing(message).frame(self.protocol.codec))
+                self.sink.write(Outgoing.of(message).frame(self.protocol.codec))
         services.hub.go_live(sub, backlog.head)
 
     async def _unsubscribe(self, request: Unsubscribe) -> None:
@@ -225,6 +225,8 @@ class Session:
             await self._check_tags(facts, request.children)
         author = Author(self.principal.user_id, self.principal.name)
         published = await self.services.bus.publish(channel, author, body, request.msg_id, request.children)
+        if request.children:
+            await self._recheck_tags(channel, published.id, request.children)
         self.send(self.protocol.reply(request.rid, channel=channel.name, seq=published.seq, id=published.id))
 
     async def _check_tags(self, facts: ChannelFacts, children: tuple[int, ...]) -> None:
@@ -238,6 +240,15 @@ class Session:
         if len(consents) != len(children):
             raise Forbidden("a tagged child is not part of this channel's circle", code="forbidden")
         self._check(may_tag(facts, consents, circle))
+
+    async def _recheck_tags(self, channel: Channel, message_id: str, children: tuple[int, ...]) -> None:
+        """A consent revoked between our check and our write: the revocation's sweep may
+        have run before the write, so withdraw the message ourselves."""
+        consents = await self.services.directory.consents(children)
+        if all(c.complete for c in consents):
+            return
+        await self.services.bus.withdraw(channel, message_id, "consent_revoked")
+        raise Forbidden("publication consent was revoked meanwhile; the message was withdrawn", code="consent_missing")
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:

@@ -9,7 +9,7 @@ lost its data) is first seeded from the highest sequence in Postgres, under a ne
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +58,7 @@ class Bus:
         self.history_maxlen = history_maxlen
         self._publish = redis.register_script(K.PUBLISH)
         self._seed = redis.register_script(K.SEED)
+        self._withdraw = redis.register_script(K.WITHDRAW)
 
     async def publish(
         self,
@@ -106,6 +107,27 @@ class Bus:
         floor = await self.store.max_seq(channel.name)
         await self._seed(keys=[ck.seq, ck.epoch, ck.history], args=[str(floor), secrets.token_hex(8)])
 
+    async def withdraw(self, channel: Channel, message_id: str, reason: str) -> bool:
+        """Withdraw a message from guardians' view, in history and live. False if it was
+        withdrawn already."""
+        ck = self.keys.channel(channel)
+        try:
+            done = await self._withdraw(
+                keys=[ck.withdrawn, ck.ingest], args=[message_id, ck.live, channel.name, reason]
+            )
+        except RedisError as exc:
+            raise Unavailable("the message bus is unavailable") from exc
+        return bool(done)
+
+    async def history_tagging(self, channel: Channel, child_id: int) -> list[str]:
+        """Ids of the messages in the channel's Redis history that tag the child."""
+        try:
+            entries: Any = await self.redis.xrange(self.keys.channel(channel).history)
+        except RedisError as exc:
+            raise Unavailable("the message bus is unavailable") from exc
+        found = (unpack_record(int(fields[b"s"]), fields[b"m"]) for _, fields in entries)
+        return [m.id for m in found if child_id in m.children]
+
     async def backlog(self, channel: Channel, since: int | None, limit: int) -> Backlog:
         """Messages with seq > since, at most the `limit` newest: from the Redis history,
         and from Postgres for the part older than the history window. since=None: none."""
@@ -117,9 +139,10 @@ class Bus:
                 pipe.get(ck.seq)
                 pipe.set(ck.epoch, secrets.token_hex(8), nx=True)
                 pipe.get(ck.epoch)
+                pipe.smembers(ck.withdrawn)
                 if since is not None:
                     pipe.xrevrange(ck.history, max="+", min=f"{since + 1}-0", count=limit)
-                head_raw, _, epoch_raw, *rest = await pipe.execute()
+                head_raw, _, epoch_raw, withdrawn_raw, *rest = await pipe.execute()
         except RedisError as exc:
             raise Unavailable("the message bus is unavailable") from exc
         epoch = "" if epoch_raw is None else _text(epoch_raw)
@@ -136,6 +159,11 @@ class Bus:
                 channel.name, after=since, upto=lowest - 1, limit=limit - len(recent)
             )
         messages = older + recent
+        # The withdrawn set is read with the history: it also covers messages whose
+        # withdrawal the worker has not written to Postgres yet.
+        withdrawn = {_text(w) for w in withdrawn_raw}
+        if withdrawn:
+            messages = [replace(m, withdrawn=True) if m.id in withdrawn else m for m in messages]
         return Backlog(messages, head, epoch, len(messages) == head - since)
 
 

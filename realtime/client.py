@@ -112,12 +112,16 @@ class Client:
             fields["since"] = since
         return await self.request("subscribe", **fields)
 
-    async def publish(self, channel: str, text: str, msg_id: str | None = None) -> dict[str, Any]:
+    async def publish(
+        self, channel: str, text: str, msg_id: str | None = None, children: list[int] | None = None
+    ) -> dict[str, Any]:
+        fields: dict[str, Any] = {"children": children} if children else {}
         return await self.request(
             "publish",
             channel=channel,
             msg_id=msg_id or str(uuid.uuid4()),
             body={"kind": "text", "text": text},
+            **fields,
         )
 
     async def next_push(self, timeout: float = TIMEOUT) -> dict[str, Any]:

@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from realtime.consent import declaration
 from realtime.database import Pool
 from realtime.passwords import Passwords
 
 STRUCTURE = "Crèche Les Petits Pas"
-DECLARATION = (
-    "Je déclare être titulaire de l'autorité parentale sur {child} et consentir à la publication, "
-    "par {structure}, de photos, vidéos et contenus identifiant {child}, pour la durée de son accueil."
-)
+SEEDED_ON = datetime(2026, 9, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -141,6 +139,7 @@ async def seed(pool: Pool, passwords: Passwords, password: str) -> dict[str, int
                 users["staff@demo.test"],
             )
         terms_version = await conn.fetchval("SELECT max(version) FROM terms_versions")
+        demo_name = {u.email: u.name for u in USERS}
         children: dict[str, int] = {}
         for first, last, group, guardians in CHILDREN:
             child_id = await conn.fetchval(
@@ -179,7 +178,7 @@ async def seed(pool: Pool, passwords: Passwords, password: str) -> dict[str, int
                         child_id,
                         users[email],
                         terms_version,
-                        DECLARATION.format(child=f"{first} {last}", structure=STRUCTURE),
+                        declaration(demo_name[email], f"{first} {last}", STRUCTURE, SEEDED_ON),
                     )
         families: dict[str, int] = {}
         for name, (guardians_of, kids) in FAMILIES.items():

@@ -20,6 +20,7 @@ class ChannelKeys:
     history: str
     ingest: str
     live: str
+    withdrawn: str
 
     def dedup(self, author_id: int, msg_id: str) -> str:
         # Keyed by author too: another user replaying someone's msg_id must not learn its seq.
@@ -40,6 +41,7 @@ class Keys:
             history=f"{base}:hist:{channel.name}",
             ingest=self.ingest(p),
             live=self.live(channel.name),
+            withdrawn=f"{base}:withdrawn:{channel.name}",
         )
 
     def ingest(self, partition: int) -> str:
@@ -116,6 +118,20 @@ if last[1] then
 end
 redis.call('SET', KEYS[1], floor)
 redis.call('SET', KEYS[2], ARGV[2], 'NX')
+return 1
+"""
+
+# KEYS: withdrawn set, ingest
+# ARGV: message id, live channel, channel name, reason
+# Marks a message withdrawn (for history reads), records it for the persistence worker
+# (after the message itself in the same stream), and tells live subscribers. Returns 0 if
+# it was withdrawn already.
+WITHDRAW = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('XADD', KEYS[2], '*', 'w', ARGV[1], 'c', ARGV[3], 'r', ARGV[4])
+redis.call('PUBLISH', ARGV[2], 'w ' .. ARGV[1])
 return 1
 """
 

@@ -8,8 +8,9 @@ from realtime.database import Pool
 from realtime.messages import Author, Message
 
 INSERT_MESSAGES = """
-INSERT INTO messages (id, channel, seq, author_id, author_name, kind, body, client_msg_id, created_at)
-SELECT m.id, m.channel, m.seq, u.id, m.author_name, m.kind, m.body, m.client_msg_id, m.created_at
+INSERT INTO messages (id, channel, seq, author_id, author_name, kind, body, client_msg_id, created_at, withdrawn_at)
+SELECT m.id, m.channel, m.seq, u.id, m.author_name, m.kind, m.body, m.client_msg_id, m.created_at,
+       (SELECT w.at FROM message_withdrawals w WHERE w.message_id = m.id)
 FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[],
             $8::text[], $9::timestamptz[])
      AS m(id, channel, seq, author_id, author_name, kind, body, client_msg_id, created_at)
@@ -23,6 +24,15 @@ SELECT t.message_id, t.child_id FROM unnest($1::uuid[], $2::bigint[]) AS t(messa
 WHERE EXISTS (SELECT 1 FROM messages m WHERE m.id = t.message_id)
   AND EXISTS (SELECT 1 FROM children c WHERE c.id = t.child_id)
 ON CONFLICT DO NOTHING
+"""
+
+INSERT_WITHDRAWALS = """
+WITH recorded AS (
+    INSERT INTO message_withdrawals (message_id, channel, reason)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])
+    ON CONFLICT DO NOTHING RETURNING message_id, at
+)
+UPDATE messages m SET withdrawn_at = r.at FROM recorded r WHERE m.id = r.message_id AND m.withdrawn_at IS NULL
 """
 
 SELECT_ABSENT = """
@@ -62,6 +72,16 @@ class MessageStore:
             )
             for r in reversed(rows)
         ]
+
+    async def withdraw(self, withdrawals: Sequence[tuple[str, str, str]]) -> None:
+        """Record (message id, channel, reason) withdrawals; idempotent."""
+        if withdrawals:
+            await self.pool.execute(
+                INSERT_WITHDRAWALS,
+                [w[0] for w in withdrawals],
+                [w[1] for w in withdrawals],
+                [w[2] for w in withdrawals],
+            )
 
     async def insert(self, messages: Sequence[Message]) -> set[str]:
         """Idempotent: a batch replayed after a crash inserts nothing twice.

@@ -65,7 +65,7 @@ def message(seq: int, channel: str = CHANNEL) -> Message:
 
 
 def out(seq: int, channel: str = CHANNEL) -> Outgoing:
-    return Outgoing(message(seq, channel))
+    return Outgoing.of(message(seq, channel))
 
 
 def expected(seq: int, codec: Codec) -> bytes:

@@ -128,10 +128,11 @@ def test_frame_flags_withdrawn_only_when_true() -> None:
     assert message(withdrawn=True).frame()["withdrawn"] is True
 
 
-def test_frame_does_not_expose_client_msg_id_or_children() -> None:
+def test_frame_names_the_tagged_children_but_not_the_client_msg_id() -> None:
     frame = message(children=(1, 2)).frame()
     assert "msg_id" not in frame
-    assert "children" not in frame
+    assert frame["children"] == [1, 2]
+    assert "children" not in message().frame()
 
 
 @pytest.mark.parametrize(

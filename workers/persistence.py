@@ -39,8 +39,13 @@ MAX_BACKOFF_S = 5.0
 class Entry:
     stream: str
     entry_id: bytes
-    message: Message | None  # None: the entry cannot be decoded (dead-lettered)
+    message: Message | None
     fields: dict[Any, Any]  # the raw stream fields: a dead letter keeps the whole message
+    withdrawal: tuple[str, str, str] | None = None  # (message id, channel, reason)
+
+    @property
+    def undecodable(self) -> bool:
+        return self.message is None and self.withdrawal is None
 
 
 def consumer_name() -> str:
@@ -169,7 +174,9 @@ class PersistenceWorker:
             # One message PostgreSQL cannot store must not stop the partition: store the
             # batch one by one and set the bad ones aside.
             refused = await self._insert_one_by_one(messages)
-        dead = [e for e in entries if e.message is None or e.message.id in refused]
+        # After the inserts: a withdrawal follows its message in the stream.
+        await self.store.withdraw([e.withdrawal for e in entries if e.withdrawal is not None])
+        dead = [e for e in entries if e.undecodable or (e.message is not None and e.message.id in refused)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for e in dead:
                 pipe.xadd(self.keys.dead_letter(e.stream), {b"id": e.entry_id, **e.fields})
@@ -208,6 +215,9 @@ class PersistenceWorker:
 def _entry(stream: bytes | str, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     name = stream.decode() if isinstance(stream, bytes) else stream
     try:
+        if b"w" in fields:
+            withdrawal = (fields[b"w"].decode(), fields[b"c"].decode(), fields[b"r"].decode())
+            return Entry(name, entry_id, None, fields, withdrawal)
         message = unpack_record(int(fields[b"s"]), fields[b"m"])
     except (KeyError, ValueError, TypeError):
         log.exception("ingest entry %s in %s cannot be decoded; dead-lettered", entry_id, name)

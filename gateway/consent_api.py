@@ -1,0 +1,44 @@
+"""A guardian's publication consent for their child: read, sign, revoke."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.http_api import current_principal, json_body, services
+from realtime.invalidation import announce
+
+
+def _child_id(request: Request) -> int:
+    child_id: int = request.path_params["child_id"]
+    return child_id
+
+
+async def consent_state(request: Request) -> Response:
+    principal = await current_principal(request)
+    return JSONResponse(await services(request).consents.state(principal, _child_id(request)))
+
+
+async def sign_consent(request: Request) -> Response:
+    principal = await current_principal(request)
+    body = await json_body(request)
+    s = services(request)
+    state = await s.consents.sign(principal, _child_id(request), body.get("declare"))
+    await announce(s.redis, s.keys, children=[_child_id(request)])
+    return JSONResponse(state, status_code=201)
+
+
+async def revoke_consent(request: Request) -> Response:
+    principal = await current_principal(request)
+    s = services(request)
+    state = await s.consents.revoke(principal, _child_id(request))
+    await announce(s.redis, s.keys, children=[_child_id(request)])
+    return JSONResponse(state)
+
+
+routes = [
+    Route("/api/children/{child_id:int}/consent", consent_state, methods=["GET"]),
+    Route("/api/children/{child_id:int}/consent", sign_consent, methods=["POST"]),
+    Route("/api/children/{child_id:int}/consent", revoke_consent, methods=["DELETE"]),
+]
