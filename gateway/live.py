@@ -21,21 +21,24 @@ from redis.exceptions import RedisError
 
 from gateway.hub import Hub, Outgoing
 from realtime.errors import Unavailable
+from realtime.invalidation import Change
 from realtime.keys import Keys
 from realtime.messages import unpack_record
 
 log = logging.getLogger("procreche.live")
 
 SUBSCRIBE_TIMEOUT = 5.0
-CONTROL = "_gateway"
 
 
 class LiveFeed:
-    def __init__(self, redis: Redis, keys: Keys, hub: Hub, on_lost: Callable[[], None]) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, hub: Hub, on_lost: Callable[[], None], on_change: Callable[[Change], None]
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.hub = hub
         self.on_lost = on_lost
+        self.on_change = on_change
         self._pubsub: PubSub | None = None
         self._confirmed: set[str] = set()
         self._waiting: dict[str, asyncio.Future[None]] = {}
@@ -94,7 +97,7 @@ class LiveFeed:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(self.keys.live(CONTROL))
+                await pubsub.subscribe(self.keys.control())
                 self._pubsub = pubsub
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
@@ -120,19 +123,21 @@ class LiveFeed:
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        channel = self.keys.live_channel_name(_text(message["channel"]))
+        raw_channel = _text(message["channel"])
+        if raw_channel == self.keys.control():
+            if kind == "subscribe":
+                self._ready.set()
+            elif kind == "message":
+                self.on_change(Change.unpack(message["data"]))
+            return
+        channel = self.keys.live_channel_name(raw_channel)
         if kind == "message":
-            if channel == CONTROL:
-                return
             head, _, rest = message["data"].partition(b" ")
             if head == b"w":
                 self.hub.deliver(channel, Outgoing.withdrawal(channel, rest.decode()))
             else:
                 self.hub.deliver(channel, Outgoing.of(unpack_record(int(head), rest)))
         elif kind == "subscribe":
-            if channel == CONTROL:
-                self._ready.set()
-                return
             self._confirmed.add(channel)
             waiter = self._waiting.pop(channel, None)
             if waiter is not None and not waiter.done():

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from gateway.hub import Hub
 from gateway.live import LiveFeed
+from gateway.sessions import SessionRegistry
 from realtime.accounts import Accounts
 from realtime.bus import Bus
 from realtime.consent import Consents
@@ -35,6 +36,7 @@ class Services:
     hub: Hub
     live: LiveFeed
     consents: Consents
+    sessions: SessionRegistry
 
 
 @contextlib.asynccontextmanager
@@ -45,11 +47,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     async with open_pool(settings.database_url) as pool, open_redis(settings.redis_url) as redis:
         await migrate(pool)
         hub = Hub(settings.outbound_buffer_limit)
+        sessions = SessionRegistry()
         live = LiveFeed(
             redis,
             keys,
             hub,
             on_lost=lambda: hub.close_all(CloseCode.LIVE_PATH_LOST, "live feed lost: resume from your last seq"),
+            on_change=sessions.apply,
         )
         directory = Directory(pool)
         bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
@@ -64,6 +68,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             hub=hub,
             live=live,
             consents=Consents(pool, directory, bus),
+            sessions=sessions,
         )
-        async with live.running():
-            yield services
+        try:
+            async with live.running():
+                yield services
+        finally:
+            await sessions.aclose()

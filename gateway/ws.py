@@ -28,6 +28,7 @@ from realtime.permissions import (
     Decision,
     Principal,
     StructureFacts,
+    account,
     channel_children,
     may_publish,
     may_subscribe,
@@ -51,8 +52,12 @@ class Session:
         self.sink = sink
         self.protocol = protocol
         self.principal: Principal | None = None
+        self.user_id = 0
+        self.token_hash = b""
         self.subscriptions: dict[str, Subscriber] = {}
         self._facts_cache: dict[str, ChannelFacts] = {}
+        # Requests and re-checks of rights (announced changes) never interleave.
+        self._lock = asyncio.Lock()
 
     def send(self, payload: bytes) -> None:
         self.sink.write(ws_frame(payload, binary=self.protocol.codec.binary))
@@ -64,9 +69,45 @@ class Session:
     async def run(self) -> None:
         try:
             if await self._authenticate():
+                self.services.sessions.add(self)
                 await self._serve()
         finally:
+            self.services.sessions.remove(self)
             await asyncio.shield(self._unsubscribe_all())
+
+    # The LiveSession side, used by gateway.sessions when facts change.
+
+    def channels(self) -> list[str]:
+        return list(self.subscriptions)
+
+    def forget_facts(self) -> None:
+        self._facts_cache.clear()
+
+    def revoke(self) -> None:
+        """The session was logged out, or its password changed elsewhere."""
+        self.close(CloseCode.AUTH_FAILED, "session_revoked")
+
+    async def revalidate(self) -> None:
+        """Check again, with fresh facts, every right this connection relies on."""
+        async with self._lock:
+            principal = await self.services.directory.principal(self.user_id)
+            if principal is None:
+                self.close(CloseCode.AUTH_FAILED, "invalid_token")
+                return
+            if not (verdict := account(principal)).allowed:
+                self.close(CloseCode.AUTH_FAILED, verdict.code)
+                return
+            self.principal = principal
+            self._facts_cache.clear()
+            for sub in list(self.subscriptions.values()):
+                channel = Channel.parse(sub.channel)
+                facts = await self._facts(channel)
+                decision = may_subscribe(principal, channel, facts)
+                if decision.allowed:
+                    sub.hidden = self._hidden_for(facts)
+                    continue
+                await self._drop(sub)
+                self.send(self.protocol.push({"op": "unsubscribed", "channel": sub.channel, "reason": decision.code}))
 
     async def _receive(self) -> bytes | str | None:
         message = await self.websocket.receive()
@@ -112,6 +153,8 @@ class Session:
             self.close(CloseCode.TERMS_NOT_ACCEPTED, error.code)
             return False
         self.principal = principal
+        self.user_id = user.user_id
+        self.token_hash = user.token_hash
         self.protocol.authenticated()
         self.send(self.protocol.reply(request.rid, user=user.public()))
         return True
@@ -129,7 +172,8 @@ class Session:
             try:
                 request = self.protocol.receive(data)
                 rid = request.rid
-                await self._dispatch(request)
+                async with self._lock:
+                    await self._dispatch(request)
             except RequestError as exc:
                 self.send(self.protocol.error(exc.rid, exc.error))
             except Exception as exc:
@@ -153,6 +197,12 @@ class Session:
             self._facts_cache[channel.name] = await self.services.directory.channel_facts(channel)
         return self._facts_cache[channel.name]
 
+    def _hidden_for(self, facts: ChannelFacts) -> frozenset[int]:
+        assert self.principal is not None
+        if structure_of(facts) in self.principal.staff_of:
+            return frozenset()
+        return self.principal.hidden_children()
+
     @staticmethod
     def _check(decision: Decision) -> None:
         if not decision.allowed:
@@ -169,13 +219,7 @@ class Session:
             raise Forbidden(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection", code="too_many_subscriptions")
         services = self.services
         structure = structure_of(facts)
-        staff = structure in self.principal.staff_of
-        sub = Subscriber(
-            self.sink,
-            self.protocol.codec,
-            channel.name,
-            hidden=frozenset() if staff else self.principal.hidden_children(),
-        )
+        sub = Subscriber(self.sink, self.protocol.codec, channel.name, hidden=self._hidden_for(facts))
         self.subscriptions[channel.name] = sub
         services.hub.add(sub)
         try:

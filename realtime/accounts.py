@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from realtime import keys as K
 from realtime.database import Pool
 from realtime.errors import BadRequest, Forbidden, NotFound, Throttled, Unauthenticated, terms_not_accepted
+from realtime.invalidation import announce
 from realtime.keys import Keys
 from realtime.passwords import Passwords, check_rules
 from realtime.settings import Settings
@@ -120,6 +121,8 @@ class Accounts:
             "UPDATE sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",
             user.token_hash,
         )
+        # Its open WebSockets, on every gateway, close too.
+        await announce(self.redis, self.keys, sessions=[user.token_hash])
 
     async def current_terms(self) -> dict[str, Any]:
         row = await self.pool.fetchrow("SELECT version, text FROM terms_versions ORDER BY version DESC LIMIT 1")
@@ -159,8 +162,9 @@ class Accounts:
                 user.user_id,
                 new_hash,
             )
-            await conn.execute(
-                "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND token_hash <> $2 AND revoked_at IS NULL",
+            revoked = await conn.fetch(
+                "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND token_hash <> $2 AND revoked_at IS NULL"
+                " RETURNING token_hash",
                 user.user_id,
                 user.token_hash,
             )
@@ -170,3 +174,4 @@ class Accounts:
                 user.user_id,
                 str(user.user_id),
             )
+        await announce(self.redis, self.keys, sessions=[r["token_hash"] for r in revoked])

@@ -61,6 +61,13 @@ class NotFound(ProcrecheError):
     http_status = 404
 
 
+class Conflict(ProcrecheError):
+    """Valid, but clashes with the current state (a name taken, the last admin)."""
+
+    code = "conflict"
+    http_status = 409
+
+
 class Throttled(ProcrecheError):
     code = "too_many_attempts"
     http_status = 429

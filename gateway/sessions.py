@@ -1,0 +1,83 @@
+"""The open WebSocket sessions of this process, by user, token and channel, so that a fact
+change announced over Redis reaches the connections it concerns within a second: their
+rights are checked again, and what is no longer allowed is unsubscribed or closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Protocol
+
+from realtime.invalidation import Change
+
+log = logging.getLogger("procreche.sessions")
+
+
+class LiveSession(Protocol):
+    user_id: int
+    token_hash: bytes
+
+    def channels(self) -> Iterable[str]: ...
+
+    def forget_facts(self) -> None: ...
+
+    async def revalidate(self) -> None: ...
+
+    def revoke(self) -> None: ...
+
+
+class SessionRegistry:
+    def __init__(self) -> None:
+        self._by_user: dict[int, set[LiveSession]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, session: LiveSession) -> None:
+        self._by_user.setdefault(session.user_id, set()).add(session)
+
+    def remove(self, session: LiveSession) -> None:
+        sessions = self._by_user.get(session.user_id)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self._by_user[session.user_id]
+
+    def all(self) -> Iterable[LiveSession]:
+        return [s for sessions in self._by_user.values() for s in sessions]
+
+    def apply(self, change: Change) -> None:
+        """Called for every announced change: no I/O here, the re-checks run as tasks."""
+        sessions = self.all()
+        affected_channels = (
+            {f"family:{i}" for i in change.families}
+            | {f"child:{i}" for i in change.children}
+            | {f"group:{i}" for i in change.groups}
+            | {f"structure:{i}" for i in change.structures}
+        )
+        targets: set[LiveSession] = set()
+        for session in sessions:
+            if session.token_hash in change.sessions:
+                session.revoke()
+                continue
+            if affected_channels:
+                # Channel facts (households' children, settings, groups) may be stale.
+                session.forget_facts()
+            if session.user_id in change.users or not affected_channels.isdisjoint(session.channels()):
+                targets.add(session)
+        for session in targets:
+            task = asyncio.get_running_loop().create_task(self._revalidate(session))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _revalidate(self, session: LiveSession) -> None:
+        try:
+            await session.revalidate()
+        except Exception:
+            # The session stays as it was; its next request re-reads what it needs.
+            log.exception("re-checking a session's rights failed")
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
