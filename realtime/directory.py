@@ -152,7 +152,22 @@ class Directory:
                 " WHERE structure_id = ANY($1::bigint[]) AND left_on IS NULL ORDER BY id",
                 list(p.staff_of),
             )
-        candidates: dict[str, str] = {}
+            structures = await conn.fetch(
+                "SELECT id, name FROM structures WHERE id = ANY($1::bigint[]) ORDER BY id", list(p.member_of)
+            )
+            # Staff: every group of their structures; guardians: their children's groups.
+            groups = await conn.fetch(
+                "SELECT g.id, g.name FROM groups g WHERE g.structure_id = ANY($1::bigint[])"
+                " OR g.id IN (SELECT c.group_id FROM children c WHERE c.id = ANY($2::bigint[]))"
+                " ORDER BY g.id",
+                list(p.staff_of),
+                list(p.guardianships),
+            )
+        candidates: dict[str, str] = {f"user:{p.user_id}": p.name}
+        for row in structures:
+            candidates[f"structure:{row['id']}"] = row["name"]
+        for row in groups:
+            candidates[f"group:{row['id']}"] = row["name"]
         for row in [*families, *staff_families]:
             candidates[f"family:{row['id']}"] = row["name"]
         for row in [*children, *staff_children]:

@@ -105,15 +105,22 @@ async def test_expired_tokens_are_refused(gateway: Gateway) -> None:
 
 async def test_me_lists_the_channels_the_user_may_subscribe_to(gateway: Gateway, demo_families: dict[str, int]) -> None:
     martin = await gateway.me(await gateway.login("martin@demo.test"))
-    assert [c["channel"] for c in martin["channels"]] == [
-        f"family:{demo_families['Famille Martin']}",
-        f"child:{martin['children'][0]['id']}",
-    ]
-    assert martin["children"][0]["first_name"] == "Léa"
+    lea = martin["children"][0]
+    bebes = await gateway.services.pool.fetchval("SELECT group_id FROM children WHERE id = $1", lea["id"])
+    structure = await gateway.services.pool.fetchval("SELECT structure_id FROM children WHERE id = $1", lea["id"])
+    assert {c["channel"]: c["title"] for c in martin["channels"]} == {
+        f"user:{martin['user']['id']}": "Julie Martin",
+        f"structure:{structure}": "Crèche Les Petits Pas",
+        f"group:{bebes}": "Bébés",
+        f"family:{demo_families['Famille Martin']}": "Famille Martin",
+        f"child:{lea['id']}": "Léa Martin",
+    }
+    assert lea["first_name"] == "Léa"
     assert [r["role"] for r in martin["roles"]] == ["guardian"]
     staff = await gateway.me(await gateway.login("staff@demo.test"))
     assert {f"family:{i}" for i in demo_families.values()} <= {c["channel"] for c in staff["channels"]}
     assert len([c for c in staff["channels"] if c["channel"].startswith("child:")]) == 4
+    assert len([c for c in staff["channels"] if c["channel"].startswith("group:")]) == 2
 
 
 class TestPasswordChange:
