@@ -10,6 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from realtime import audit
 from realtime import keys as K
 from realtime.database import Pool
 from realtime.errors import BadRequest, Forbidden, NotFound, Throttled, Unauthenticated, terms_not_accepted
@@ -168,10 +169,12 @@ class Accounts:
                 user.user_id,
                 user.token_hash,
             )
-            await conn.execute(
-                "INSERT INTO audit_log (actor_id, action, subject_type, subject_id)"
-                " VALUES ($1, 'password.change', 'user', $2)",
-                user.user_id,
-                str(user.user_id),
+            await audit.record(
+                conn,
+                actor_id=user.user_id,
+                structure_id=None,
+                action="password.change",
+                subject_type="user",
+                subject_id=user.user_id,
             )
         await announce(self.redis, self.keys, sessions=[r["token_hash"] for r in revoked])

@@ -24,6 +24,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from redis.asyncio import Redis
 
+from realtime import audit
 from realtime.database import Pool
 from realtime.directory import Directory
 from realtime.errors import BadRequest, Conflict, NotFound
@@ -164,15 +165,14 @@ class StructureAdmin:
         subject_id: int,
         details: Mapping[str, Any] | None = None,
     ) -> None:
-        await conn.execute(
-            "INSERT INTO audit_log (actor_id, structure_id, action, subject_type, subject_id, details)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            self.actor_id,
-            self.structure_id,
-            action,
-            subject_type,
-            str(subject_id),
-            dict(details or {}),
+        await audit.record(
+            conn,
+            actor_id=self.actor_id,
+            structure_id=self.structure_id,
+            action=action,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            details=details,
         )
 
     async def _announce(

@@ -9,6 +9,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from realtime import audit
 from realtime.bus import Bus
 from realtime.channels import Channel
 from realtime.database import Pool
@@ -96,7 +97,15 @@ class Consents:
                 text,
             )
             if inserted is not None:
-                await _audit(conn, p, child, "consent.grant", {"consent_id": inserted})
+                await audit.record(
+                    conn,
+                    actor_id=p.user_id,
+                    structure_id=child["structure_id"],
+                    action="consent.grant",
+                    subject_type="child",
+                    subject_id=child["id"],
+                    details={"consent_id": inserted},
+                )
         return await self.state(p, child_id)
 
     async def revoke(self, p: Principal, child_id: int) -> dict[str, Any]:
@@ -111,7 +120,15 @@ class Consents:
                 p.user_id,
             )
             if revoked is not None:
-                await _audit(conn, p, child, "consent.revoke", {"consent_id": revoked})
+                await audit.record(
+                    conn,
+                    actor_id=p.user_id,
+                    structure_id=child["structure_id"],
+                    action="consent.revoke",
+                    subject_type="child",
+                    subject_id=child["id"],
+                    details={"consent_id": revoked},
+                )
         withdrawn = await self.withdraw_content(child) if revoked is not None else 0
         return await self.state(p, child_id) | {"withdrawn": withdrawn}
 
@@ -135,15 +152,3 @@ class Consents:
         found |= {(c, m) for c, ids in zip(circle, histories, strict=True) for m in ids}
         done = [await self.bus.withdraw(Channel.parse(c), m, "consent_revoked") for c, m in sorted(found)]
         return sum(done)
-
-
-async def _audit(conn: Any, p: Principal, child: Any, action: str, details: dict[str, Any]) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (actor_id, structure_id, action, subject_type, subject_id, details)"
-        " VALUES ($1, $2, $3, 'child', $4, $5)",
-        p.user_id,
-        child["structure_id"],
-        action,
-        str(child["id"]),
-        details,
-    )
