@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from gateway.facts_cache import FactsCache
 from gateway.hub import Hub
 from gateway.live import LiveFeed
 from gateway.sessions import SessionRegistry
@@ -17,6 +18,7 @@ from realtime.consent import Consents
 from realtime.database import Pool, migrate, open_pool
 from realtime.directory import Directory
 from realtime.errors import CloseCode
+from realtime.invalidation import Change
 from realtime.keys import Keys
 from realtime.message_store import MessageStore
 from realtime.passwords import Passwords
@@ -37,6 +39,7 @@ class Services:
     live: LiveFeed
     consents: Consents
     sessions: SessionRegistry
+    facts: FactsCache
 
 
 @contextlib.asynccontextmanager
@@ -48,14 +51,20 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         await migrate(pool)
         hub = Hub(settings.outbound_buffer_limit)
         sessions = SessionRegistry()
+        directory = Directory(pool)
+        facts = FactsCache(directory)
+
+        def on_change(change: Change) -> None:
+            facts.invalidate(change)
+            sessions.apply(change)
+
         live = LiveFeed(
             redis,
             keys,
             hub,
             on_lost=lambda: hub.close_all(CloseCode.LIVE_PATH_LOST, "live feed lost: resume from your last seq"),
-            on_change=sessions.apply,
+            on_change=on_change,
         )
-        directory = Directory(pool)
         bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
         services = Services(
             settings=settings,
@@ -69,6 +78,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             live=live,
             consents=Consents(pool, directory, bus),
             sessions=sessions,
+            facts=facts,
         )
         try:
             async with live.running():

@@ -21,8 +21,6 @@ class LiveSession(Protocol):
 
     def channels(self) -> Iterable[str]: ...
 
-    def forget_facts(self) -> None: ...
-
     async def revalidate(self) -> None: ...
 
     def revoke(self) -> None: ...
@@ -60,9 +58,6 @@ class SessionRegistry:
             if session.token_hash in change.sessions:
                 session.revoke()
                 continue
-            if affected_channels:
-                # Channel facts (households' children, settings, groups) may be stale.
-                session.forget_facts()
             if session.user_id in change.users or not affected_channels.isdisjoint(session.channels()):
                 targets.add(session)
         for session in targets:

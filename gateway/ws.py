@@ -55,7 +55,6 @@ class Session:
         self.user_id = 0
         self.token_hash = b""
         self.subscriptions: dict[str, Subscriber] = {}
-        self._facts_cache: dict[str, ChannelFacts] = {}
         # Requests and re-checks of rights (announced changes) never interleave.
         self._lock = asyncio.Lock()
 
@@ -80,9 +79,6 @@ class Session:
     def channels(self) -> list[str]:
         return list(self.subscriptions)
 
-    def forget_facts(self) -> None:
-        self._facts_cache.clear()
-
     def revoke(self) -> None:
         """The session was logged out, or its password changed elsewhere."""
         self.close(CloseCode.AUTH_FAILED, "session_revoked")
@@ -98,7 +94,6 @@ class Session:
                 self.close(CloseCode.AUTH_FAILED, verdict.code)
                 return
             self.principal = principal
-            self._facts_cache.clear()
             for sub in list(self.subscriptions.values()):
                 channel = Channel.parse(sub.channel)
                 facts = await self._facts(channel)
@@ -193,9 +188,7 @@ class Session:
             raise TypeError(f"unexpected request {request!r}")
 
     async def _facts(self, channel: Channel) -> ChannelFacts:
-        if channel.name not in self._facts_cache:
-            self._facts_cache[channel.name] = await self.services.directory.channel_facts(channel)
-        return self._facts_cache[channel.name]
+        return await self.services.facts.channel_facts(channel)
 
     def _hidden_for(self, facts: ChannelFacts) -> frozenset[int]:
         assert self.principal is not None
