@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -315,3 +317,46 @@ def test_outgoing_frame_decodes_to_the_message_frame(codec: Codec) -> None:
     data = out(5).frame(codec)
     header = 2 if len(data) - 2 < 126 else 4
     assert codec.decode(data[header:] if codec.binary else data[header:].decode()) == message(5).frame()
+
+
+def tagged(seq: int, *children: int) -> Outgoing:
+    return Outgoing.of(dataclasses.replace(message(seq), children=children))
+
+
+def test_a_viewer_does_not_receive_content_of_a_child_hidden_from_them() -> None:
+    hub = Hub(LIMIT)
+    guardian = Subscriber(FakeSink(), JsonCodec(), CHANNEL, hidden=frozenset({5}))
+    staff = Subscriber(FakeSink(), JsonCodec(), CHANNEL)
+    for sub in (guardian, staff):
+        hub.add(sub)
+        hub.go_live(sub, 0)
+    for item in (tagged(1, 5), tagged(2, 6), tagged(3, 5, 6), tagged(4)):
+        hub.deliver(CHANNEL, item)
+    assert written(guardian) == [tagged(2, 6).frame(JsonCodec()), tagged(4).frame(JsonCodec())]
+    assert len(written(staff)) == 4
+    # A hidden message still moves the viewer's position: a later replay cannot resend it.
+    assert guardian.last_seq == 4
+
+
+def test_hidden_content_stays_hidden_when_replayed_after_catching_up() -> None:
+    hub = Hub(LIMIT)
+    guardian = Subscriber(FakeSink(), JsonCodec(), CHANNEL, hidden=frozenset({5}))
+    hub.add(guardian)
+    hub.deliver(CHANNEL, tagged(1, 5))
+    hub.deliver(CHANNEL, tagged(2))
+    hub.go_live(guardian, 0)
+    assert written(guardian) == [tagged(2).frame(JsonCodec())]
+
+
+def test_a_withdrawal_reaches_every_subscriber_even_while_catching_up() -> None:
+    hub = Hub(LIMIT)
+    already = live(hub, last_seq=10)
+    catching_up = Subscriber(FakeSink(), MsgpackCodec(), CHANNEL)
+    hub.add(catching_up)
+    withdrawal = Outgoing.withdrawal(CHANNEL, "m-1")
+    hub.deliver(CHANNEL, withdrawal)
+    assert written(already) == [withdrawal.frame(JsonCodec())]
+    assert json.loads(written(already)[0][2:]) == {"op": "withdrawn", "channel": CHANNEL, "id": "m-1"}
+    assert written(catching_up) == []
+    hub.go_live(catching_up, 10)
+    assert written(catching_up) == [withdrawal.frame(MsgpackCodec())]
