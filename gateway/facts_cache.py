@@ -1,6 +1,7 @@
 """Channel facts cached for the whole gateway process: a thousand parents subscribing to
 their structure's channel cost one query, not a thousand. Dropped whenever a fact change
-is announced (changes are rare; correctness over cleverness)."""
+is announced (changes are rare; correctness over cleverness), and after `ttl` seconds at
+most, for the facts that change with time alone (a child's leaving date passing)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,20 @@ from realtime.permissions import ChannelFacts
 
 
 class FactsCache:
-    def __init__(self, directory: Directory, max_entries: int = 100_000) -> None:
+    def __init__(self, directory: Directory, max_entries: int = 100_000, ttl: float = 60.0) -> None:
         self.directory = directory
         self.max_entries = max_entries
-        self._facts: dict[str, ChannelFacts] = {}
+        self.ttl = ttl
+        self._facts: dict[str, tuple[float, ChannelFacts]] = {}
         self._loading: dict[str, asyncio.Future[ChannelFacts]] = {}
         self._generation = 0
 
     async def channel_facts(self, channel: Channel) -> ChannelFacts:
         name = channel.name
-        if name in self._facts:
-            return self._facts[name]
+        now = asyncio.get_running_loop().time()
+        cached = self._facts.get(name)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
         loading = self._loading.get(name)
         if loading is not None:
             return await asyncio.shield(loading)
@@ -44,7 +48,7 @@ class FactsCache:
         if generation == self._generation:
             if len(self._facts) >= self.max_entries:
                 self._facts.clear()
-            self._facts[name] = facts
+            self._facts[name] = (now, facts)
         return facts
 
     def invalidate(self, change: Change) -> None:

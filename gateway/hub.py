@@ -126,12 +126,6 @@ class Hub:
         for sub in slow:
             sub.sink.close(CloseCode.SLOW_CONSUMER, "slow consumer: resume from your last seq")
 
-    def close_all(self, code: int, reason: str) -> None:
-        """Close every subscribed connection (they will resume from their last seq)."""
-        sinks = {sub.sink for subs in self._channels.values() for sub in subs}
-        for sink in sinks:
-            sink.close(code, reason)
-
     def go_live(self, sub: Subscriber, last_seq: int) -> None:
         """The backlog up to `last_seq` was written: replay what came since, then go live."""
         sub.last_seq = last_seq

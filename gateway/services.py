@@ -62,7 +62,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             redis,
             keys,
             hub,
-            on_lost=lambda: hub.close_all(CloseCode.LIVE_PATH_LOST, "live feed lost: resume from your last seq"),
+            on_lost=lambda: sessions.close_all(CloseCode.LIVE_PATH_LOST, "live feed lost: resume from your last seq"),
             on_change=on_change,
         )
         bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
+from realtime.errors import CloseCode
 from realtime.invalidation import Change
 
 log = logging.getLogger("procreche.sessions")
@@ -24,6 +25,8 @@ class LiveSession(Protocol):
     async def revalidate(self) -> None: ...
 
     def revoke(self) -> None: ...
+
+    def close(self, code: CloseCode, reason: str) -> None: ...
 
 
 class SessionRegistry:
@@ -71,6 +74,11 @@ class SessionRegistry:
         except Exception:
             # The session stays as it was; its next request re-reads what it needs.
             log.exception("re-checking a session's rights failed")
+
+    def close_all(self, code: CloseCode, reason: str) -> None:
+        """Without the live feed, announced changes may be missed: every session reconnects."""
+        for session in self.all():
+            session.close(code, reason)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

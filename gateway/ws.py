@@ -91,7 +91,8 @@ class Session:
                 self.close(CloseCode.AUTH_FAILED, "invalid_token")
                 return
             if not (verdict := account(principal)).allowed:
-                self.close(CloseCode.AUTH_FAILED, verdict.code)
+                terms = verdict.code == "terms_not_accepted"
+                self.close(CloseCode.TERMS_NOT_ACCEPTED if terms else CloseCode.AUTH_FAILED, verdict.code)
                 return
             self.principal = principal
             for sub in list(self.subscriptions.values()):

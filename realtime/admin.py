@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from realtime import audit
 from realtime.database import Pool
-from realtime.directory import Directory
+from realtime.directory import CURRENT_CHILD, Directory
 from realtime.errors import BadRequest, Conflict, NotFound
 from realtime.invalidation import announce
 from realtime.keys import Keys
@@ -107,8 +107,8 @@ ORDER BY last_name, first_name, id
 """
 
 # "Current" children: not left yet, or leaving in the future.
-CURRENT_CHILDREN_SQL = """
-SELECT id FROM children WHERE structure_id = $1 AND (left_on IS NULL OR left_on >= current_date)
+CURRENT_CHILDREN_SQL = f"""
+SELECT id FROM children c WHERE structure_id = $1 AND {CURRENT_CHILD}
 ORDER BY last_name, first_name, id
 """
 

@@ -36,6 +36,9 @@ FROM users u WHERE u.id = $1
 """
 
 
+# A child is current until the end of their last day (a leaving date in the future counts).
+CURRENT_CHILD = "(c.left_on IS NULL OR c.left_on >= current_date)"
+
 CONSENTS_SQL = """
 SELECT c.id, c.structure_id, c.first_name || ' ' || c.last_name AS name,
        ARRAY(SELECT g.user_id FROM guardianships g WHERE g.child_id = c.id AND g.parental_authority
@@ -91,7 +94,7 @@ class Directory:
         if channel.kind is ChannelKind.GROUP:
             row = await self.pool.fetchrow(
                 "SELECT g.id, g.structure_id, ARRAY(SELECT c.id FROM children c"
-                " WHERE c.group_id = g.id AND c.left_on IS NULL) AS child_ids FROM groups g WHERE g.id = $1",
+                f" WHERE c.group_id = g.id AND {CURRENT_CHILD}) AS child_ids FROM groups g WHERE g.id = $1",
                 channel.id,
             )
             return None if row is None else GroupFacts(row["id"], row["structure_id"], frozenset(row["child_ids"]))
@@ -103,7 +106,7 @@ class Directory:
 
     async def structure_children(self, structure_id: int) -> frozenset[int]:
         rows = await self.pool.fetch(
-            "SELECT id FROM children WHERE structure_id = $1 AND left_on IS NULL", structure_id
+            f"SELECT id FROM children c WHERE structure_id = $1 AND {CURRENT_CHILD}", structure_id
         )
         return frozenset(r["id"] for r in rows)
 
@@ -148,8 +151,8 @@ class Directory:
                 list(p.staff_of),
             )
             staff_children = await conn.fetch(
-                "SELECT id, first_name, last_name FROM children"
-                " WHERE structure_id = ANY($1::bigint[]) AND left_on IS NULL ORDER BY id",
+                "SELECT id, first_name, last_name FROM children c"
+                f" WHERE structure_id = ANY($1::bigint[]) AND {CURRENT_CHILD} ORDER BY id",
                 list(p.staff_of),
             )
             structures = await conn.fetch(

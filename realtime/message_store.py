@@ -35,6 +35,13 @@ WITH recorded AS (
 UPDATE messages m SET withdrawn_at = r.at FROM recorded r WHERE m.id = r.message_id AND m.withdrawn_at IS NULL
 """
 
+# A message and its withdrawal may be persisted at the same moment by two workers (one
+# reclaiming): each statement would miss the other's uncommitted row. Locking the channels
+# (in a fixed order, so two batches never deadlock) makes the later one see the earlier.
+LOCK_CHANNELS = (
+    "SELECT pg_advisory_xact_lock(hashtext(c)) FROM (SELECT DISTINCT unnest($1::text[]) AS c ORDER BY 1) AS cs"
+)
+
 SELECT_ABSENT = """
 SELECT x::text AS id FROM unnest($1::uuid[]) AS x WHERE NOT EXISTS (SELECT 1 FROM messages WHERE id = x)
 """
@@ -75,8 +82,11 @@ class MessageStore:
 
     async def withdraw(self, withdrawals: Sequence[tuple[str, str, str]]) -> None:
         """Record (message id, channel, reason) withdrawals; idempotent."""
-        if withdrawals:
-            await self.pool.execute(
+        if not withdrawals:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(LOCK_CHANNELS, [w[1] for w in withdrawals])
+            await conn.execute(
                 INSERT_WITHDRAWALS,
                 [w[0] for w in withdrawals],
                 [w[1] for w in withdrawals],
@@ -91,6 +101,7 @@ class MessageStore:
         if not messages:
             return set()
         async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(LOCK_CHANNELS, [m.channel for m in messages])
             await conn.execute(
                 INSERT_MESSAGES,
                 [m.id for m in messages],

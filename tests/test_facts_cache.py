@@ -96,3 +96,14 @@ async def test_a_lone_failed_load_logs_nothing_unretrieved() -> None:
     directory.fail = True
     with pytest.raises(ConnectionError):
         await cache_of(directory).channel_facts(CHANNEL)
+
+
+async def test_facts_are_read_again_after_their_time_to_live() -> None:
+    directory = CountingDirectory()
+    cache = FactsCache(cast(Directory, directory), ttl=0.05)
+    await cache.channel_facts(CHANNEL)
+    await cache.channel_facts(CHANNEL)
+    assert directory.loads == 1
+    await asyncio.sleep(0.06)
+    await cache.channel_facts(CHANNEL)
+    assert directory.loads == 2

@@ -297,21 +297,6 @@ def test_removed_subscribers_get_nothing() -> None:
     assert written(leaves) == []
 
 
-def test_close_all_closes_each_connection_once() -> None:
-    hub = Hub(LIMIT)
-    shared = FakeSink()  # one connection following two channels
-    hub.add(Subscriber(shared, JsonCodec(), CHANNEL))
-    hub.add(Subscriber(shared, JsonCodec(), "child:1"))
-    alone = live(hub, channel="family:43")
-    hub.close_all(CloseCode.SERVICE_RESTART, "restarting")
-    assert shared.closes == [(CloseCode.SERVICE_RESTART, "restarting")]
-    assert closes(alone) == [(1012, "restarting")]
-
-
-def test_close_all_on_an_empty_hub() -> None:
-    Hub(LIMIT).close_all(CloseCode.SERVICE_RESTART, "bye")
-
-
 @pytest.mark.parametrize("codec", [JsonCodec(), MsgpackCodec()], ids=["json", "msgpack"])
 def test_outgoing_frame_decodes_to_the_message_frame(codec: Codec) -> None:
     data = out(5).frame(codec)

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from realtime.channels import Channel, ChannelKind
 from realtime.permissions import (
     ALLOW,
     ChannelFacts,
+    ChildConsent,
     ChildFacts,
     Decision,
     FamilyFacts,
+    GroupFacts,
     Guardianship,
+    Holder,
     Principal,
+    StructureFacts,
+    UserFacts,
+    channel_children,
+    may_administer,
     may_publish,
+    may_sign_consent,
     may_subscribe,
+    may_tag,
+    may_view_consents,
+    sees,
+    structure_of,
 )
 
 Rule = Callable[[Principal, Channel, ChannelFacts], Decision]
@@ -226,7 +241,7 @@ def test_account_refusals_come_before_unknown_ids(rule: Rule) -> None:
     denied(rule(staff(terms_accepted=False), FAMILY_CHANNEL, None), "terms_not_accepted")
 
 
-# Channel kinds without a rule
+# Facts of the wrong kind, for the structure, group and user channels
 
 
 @pytest.mark.parametrize("rule", BOTH)
@@ -247,7 +262,7 @@ def test_account_refusals_come_before_unknown_ids(rule: Rule) -> None:
     ids=["staff", "guardian", "everything"],
 )
 @pytest.mark.parametrize("facts", [None, family(), child()], ids=["none", "family", "child"])
-def test_other_channel_kinds_are_forbidden(
+def test_other_channel_kinds_with_mismatched_facts_are_forbidden(
     rule: Rule, kind: ChannelKind, principal: Principal, facts: ChannelFacts
 ) -> None:
     # Even with facts whose id matches the channel's.
@@ -255,6 +270,465 @@ def test_other_channel_kinds_are_forbidden(
     denied(rule(principal, channel, facts), "forbidden")
 
 
-def test_user_channel_of_oneself_is_forbidden_too() -> None:
+def test_user_channel_of_oneself_without_facts_is_forbidden() -> None:
     p = staff()
     denied(may_subscribe(p, Channel(ChannelKind.USER, p.user_id), None), "forbidden")
+
+
+# Structure channel: every member reads; staff and admins publish
+
+STRUCTURE_CHANNEL = Channel(ChannelKind.STRUCTURE, STRUCTURE)
+GROUP, OTHER_GROUP = 40, 41
+GROUP_CHANNEL = Channel(ChannelKind.GROUP, GROUP)
+
+
+def structure(id: int = STRUCTURE) -> StructureFacts:
+    return StructureFacts(id)
+
+
+def group(*, children: frozenset[int] = frozenset({CHILD, SIBLING}), id: int = GROUP) -> GroupFacts:
+    return GroupFacts(id, STRUCTURE, children)
+
+
+def member(structure_id: int = STRUCTURE) -> Principal:
+    """A guardian of the structure with no child or household (e.g. every child has left)."""
+    return Principal(3, "Member", member_of=frozenset({structure_id}))
+
+
+def admin(structure_id: int = STRUCTURE) -> Principal:
+    ids = frozenset({structure_id})
+    return Principal(4, "Admin", staff_of=ids, admin_of=ids, member_of=ids)
+
+
+def test_every_member_of_the_structure_may_read_its_channel() -> None:
+    for p in (member(), admin(), Principal(5, "Staff", staff_of=frozenset({STRUCTURE}))):
+        assert may_subscribe(p, STRUCTURE_CHANNEL, structure()) == ALLOW
+
+
+@pytest.mark.parametrize("principal", [staff(), admin()], ids=["staff", "admin"])
+def test_staff_and_admins_publish_on_the_structure_channel(principal: Principal) -> None:
+    assert may_publish(principal, STRUCTURE_CHANNEL, structure()) == ALLOW
+
+
+def test_guardians_do_not_publish_on_the_structure_channel() -> None:
+    p = replace(guardian(), member_of=frozenset({STRUCTURE}))
+    denied(may_publish(p, STRUCTURE_CHANNEL, structure()), "forbidden")
+    denied(may_publish(member(), STRUCTURE_CHANNEL, structure()), "forbidden")
+
+
+@pytest.mark.parametrize("rule", BOTH)
+@pytest.mark.parametrize(
+    "principal",
+    [member(OTHER_STRUCTURE), admin(OTHER_STRUCTURE), staff(OTHER_STRUCTURE), guardian()],
+    ids=["member", "admin", "staff", "guardian-without-membership"],
+)
+def test_non_members_may_not_use_the_structure_channel(rule: Rule, principal: Principal) -> None:
+    denied(rule(principal, STRUCTURE_CHANNEL, structure()), "forbidden")
+
+
+@pytest.mark.parametrize("rule", BOTH)
+def test_structure_facts_for_another_structure_are_forbidden(rule: Rule) -> None:
+    denied(rule(admin(), STRUCTURE_CHANNEL, structure(OTHER_STRUCTURE)), "forbidden")
+    denied(rule(admin(), STRUCTURE_CHANNEL, None), "forbidden")
+
+
+# Group channel: staff publish; guardians of the group's children read
+
+
+def test_staff_of_the_structure_may_use_the_group_channel() -> None:
+    for p in (staff(), admin()):
+        assert may_subscribe(p, GROUP_CHANNEL, group()) == ALLOW
+        assert may_publish(p, GROUP_CHANNEL, group()) == ALLOW
+    # An empty group too: staff follow it before any child joins.
+    assert may_subscribe(staff(), GROUP_CHANNEL, group(children=frozenset())) == ALLOW
+
+
+@pytest.mark.parametrize("rule", BOTH)
+def test_staff_of_another_structure_may_not_use_the_group_channel(rule: Rule) -> None:
+    denied(rule(staff(OTHER_STRUCTURE), GROUP_CHANNEL, group()), "forbidden")
+    denied(rule(admin(OTHER_STRUCTURE), GROUP_CHANNEL, group()), "forbidden")
+
+
+@pytest.mark.parametrize("child_id", [CHILD, SIBLING])
+def test_guardian_of_a_child_of_the_group_may_read_it(child_id: int) -> None:
+    assert may_subscribe(guardian(child=child_id), GROUP_CHANNEL, group()) == ALLOW
+
+
+def test_guardians_never_publish_on_the_group_channel() -> None:
+    denied(may_publish(guardian(), GROUP_CHANNEL, group()), "forbidden")
+
+
+@pytest.mark.parametrize(
+    "principal",
+    [guardian(child=OTHER_CHILD), member(), replace(guardian(child=OTHER_CHILD), member_of=frozenset({STRUCTURE}))],
+    ids=["guardian-of-another-child", "member", "member-guardian-of-another-child"],
+)
+def test_others_may_not_read_the_group_channel(principal: Principal) -> None:
+    denied(may_subscribe(principal, GROUP_CHANNEL, group()), "forbidden")
+
+
+def test_a_household_alone_does_not_open_the_group_channel() -> None:
+    p = Principal(2, "Guardian", households=frozenset({FAMILY}), member_of=frozenset({STRUCTURE}))
+    denied(may_subscribe(p, GROUP_CHANNEL, group()), "forbidden")
+
+
+# User channel: its owner only subscribes; only the server publishes
+
+
+def test_only_the_owner_subscribes_to_a_user_channel() -> None:
+    p = guardian()
+    own = Channel(ChannelKind.USER, p.user_id)
+    assert may_subscribe(p, own, UserFacts(p.user_id)) == ALLOW
+    other = Channel(ChannelKind.USER, 99)
+    denied(may_subscribe(p, other, UserFacts(99)), "forbidden")
+    # Staff and admins do not read their users' channels either.
+    denied(may_subscribe(admin(), other, UserFacts(99)), "forbidden")
+
+
+@pytest.mark.parametrize("principal", [staff(), admin(), guardian()], ids=["staff", "admin", "guardian"])
+def test_nobody_publishes_on_a_user_channel(principal: Principal) -> None:
+    own = Channel(ChannelKind.USER, principal.user_id)
+    denied(may_publish(principal, own, UserFacts(principal.user_id)), "forbidden")
+    denied(may_publish(principal, Channel(ChannelKind.USER, 99), UserFacts(99)), "forbidden")
+
+
+@pytest.mark.parametrize("rule", BOTH)
+def test_user_channels_follow_the_account_state(rule: Rule) -> None:
+    p = guardian(disabled=True)
+    denied(rule(p, Channel(ChannelKind.USER, p.user_id), UserFacts(p.user_id)), "account_disabled")
+
+
+# Image rights: may_tag
+
+HOLDER_A, HOLDER_B = Holder(100, "Anne Dupont"), Holder(101, "Marc Dupont")
+
+
+def consent(
+    child_id: int = CHILD,
+    *,
+    holders: tuple[Holder, ...] = (HOLDER_A, HOLDER_B),
+    consented: frozenset[int] = frozenset({100, 101}),
+    structure_id: int = STRUCTURE,
+    name: str = "Hugo Dupont",
+) -> ChildConsent:
+    return ChildConsent(child_id, structure_id, name, holders, consented)
+
+
+CIRCLES: list[tuple[ChannelFacts, Collection[int]]] = [
+    (child(), channel_children(child())),
+    (family(), channel_children(family())),
+    (group(), channel_children(group())),
+    (structure(), channel_children(structure(), {CHILD, SIBLING, OTHER_CHILD})),
+]
+CIRCLE_IDS = ["child", "family", "group", "structure"]
+
+
+def test_each_channel_kind_has_its_circle() -> None:
+    assert set(channel_children(child())) == {CHILD}
+    assert set(channel_children(family())) == {CHILD, SIBLING}
+    assert set(channel_children(group(children=frozenset({OTHER_CHILD})))) == {OTHER_CHILD}
+    assert set(channel_children(structure(), {CHILD, OTHER_CHILD})) == {CHILD, OTHER_CHILD}
+    assert set(channel_children(UserFacts(1), {CHILD})) == set()
+    assert set(channel_children(None, {CHILD})) == set()
+
+
+@pytest.mark.parametrize(("facts", "circle"), CIRCLES, ids=CIRCLE_IDS)
+def test_a_consented_child_of_the_circle_may_be_tagged(facts: ChannelFacts, circle: Collection[int]) -> None:
+    assert may_tag(facts, [consent()], circle) == ALLOW
+    assert may_tag(facts, [], circle) == ALLOW
+
+
+@pytest.mark.parametrize(
+    ("facts", "circle", "outsider"),
+    [
+        (child(), channel_children(child()), SIBLING),
+        (family(), channel_children(family()), OTHER_CHILD),
+        (group(), channel_children(group()), OTHER_CHILD),
+        (structure(), channel_children(structure(), {CHILD}), OTHER_CHILD),
+        (UserFacts(1), channel_children(UserFacts(1)), CHILD),
+        (None, (), CHILD),
+    ],
+    ids=[*CIRCLE_IDS, "user", "unknown"],
+)
+def test_a_child_outside_the_circle_may_not_be_tagged(
+    facts: ChannelFacts, circle: Collection[int], outsider: int
+) -> None:
+    denied(may_tag(facts, [consent(outsider)], circle), "forbidden")
+    # One outsider among consented children is enough, and it is reported before consent.
+    denied(may_tag(facts, [consent(), consent(outsider, consented=frozenset())], circle), "forbidden")
+
+
+@pytest.mark.parametrize(("facts", "circle"), CIRCLES, ids=CIRCLE_IDS)
+def test_a_child_of_another_structure_may_not_be_tagged(facts: ChannelFacts, circle: Collection[int]) -> None:
+    # Same id as a child of the circle, but of another structure: never trusted.
+    denied(may_tag(facts, [consent(structure_id=OTHER_STRUCTURE)], circle), "forbidden")
+
+
+@pytest.mark.parametrize(("facts", "circle"), CIRCLES, ids=CIRCLE_IDS)
+def test_a_missing_holder_refuses_the_tag_and_is_named(facts: ChannelFacts, circle: Collection[int]) -> None:
+    decision = may_tag(facts, [consent(consented=frozenset({100}))], circle)
+    denied(decision, "consent_missing")
+    assert "Hugo Dupont" in decision.reason
+    assert "Marc Dupont" in decision.reason
+    assert "Anne Dupont" not in decision.reason
+    assert decision.details == (
+        {"child": {"id": CHILD, "name": "Hugo Dupont"}, "missing": [{"id": 101, "name": "Marc Dupont"}]},
+    )
+
+
+def test_every_lacking_child_is_named_with_every_missing_holder() -> None:
+    lacking = [
+        consent(consented=frozenset()),
+        consent(SIBLING, holders=(Holder(102, "Julie Martin"),), consented=frozenset({102})),
+    ]
+    decision = may_tag(family(), lacking, channel_children(family()))
+    denied(decision, "consent_missing")
+    assert decision.details == (
+        {
+            "child": {"id": CHILD, "name": "Hugo Dupont"},
+            "missing": [{"id": 100, "name": "Anne Dupont"}, {"id": 101, "name": "Marc Dupont"}],
+        },
+    )
+
+
+def test_a_child_without_any_recorded_holder_cannot_be_tagged() -> None:
+    decision = may_tag(child(), [consent(holders=(), consented=frozenset({100}))], channel_children(child()))
+    denied(decision, "consent_missing")
+    assert "no holder of parental authority recorded" in decision.reason
+    assert decision.details == ({"child": {"id": CHILD, "name": "Hugo Dupont"}, "missing": []},)
+
+
+def test_the_sole_holders_consent_is_enough() -> None:
+    sole = consent(holders=(HOLDER_A,), consented=frozenset({100}))
+    assert may_tag(child(), [sole], channel_children(child())) == ALLOW
+
+
+def test_consent_from_someone_not_holding_parental_authority_does_not_count() -> None:
+    c = consent(holders=(HOLDER_A, HOLDER_B), consented=frozenset({100, 555}))
+    assert not c.complete
+    assert c.missing == (HOLDER_B,)
+    denied(may_tag(child(), [c], channel_children(child())), "consent_missing")
+
+
+# What a viewer sees of a message
+
+
+def test_staff_see_everything_of_their_structure_withdrawn_included() -> None:
+    for p in (staff(), admin()):
+        assert sees(p, STRUCTURE, [CHILD], withdrawn=True)
+        assert sees(p, STRUCTURE, [CHILD], withdrawn=False)
+
+
+def test_staff_of_another_structure_get_no_staff_view() -> None:
+    assert not sees(staff(OTHER_STRUCTURE), STRUCTURE, [], withdrawn=True)
+
+
+def test_guardians_do_not_see_withdrawn_messages() -> None:
+    assert sees(guardian(), STRUCTURE, [CHILD], withdrawn=False)
+    assert not sees(guardian(), STRUCTURE, [CHILD], withdrawn=True)
+    assert not sees(guardian(), STRUCTURE, [], withdrawn=True)
+
+
+def test_guardians_do_not_see_content_of_their_children_they_may_not_consult() -> None:
+    p = guardian(consultation=False)
+    assert not sees(p, STRUCTURE, [CHILD], withdrawn=False)
+    assert not sees(p, STRUCTURE, [SIBLING, CHILD], withdrawn=False)
+    # What does not tag that child stays visible.
+    assert sees(p, STRUCTURE, [SIBLING], withdrawn=False)
+    assert sees(p, STRUCTURE, [], withdrawn=False)
+
+
+def test_hidden_children_are_theirs_without_consultation() -> None:
+    p = Principal(
+        2,
+        "Guardian",
+        guardianships={
+            CHILD: Guardianship(CHILD, True, consultation=False, may_post=True),
+            SIBLING: Guardianship(SIBLING, False, consultation=True, may_post=False),
+            OTHER_CHILD: Guardianship(OTHER_CHILD, False, consultation=False, may_post=False),
+        },
+    )
+    assert p.hidden_children() == frozenset({CHILD, OTHER_CHILD})
+    assert guardian().hidden_children() == frozenset()
+    assert staff().hidden_children() == frozenset()
+
+
+# Administration, consent state, consent signature
+
+
+def test_only_admins_of_the_structure_administer_it() -> None:
+    assert may_administer(admin(), STRUCTURE) == ALLOW
+    denied(may_administer(admin(OTHER_STRUCTURE), STRUCTURE), "forbidden")
+    denied(may_administer(staff(), STRUCTURE), "forbidden")
+    denied(may_administer(guardian(), STRUCTURE), "forbidden")
+    denied(may_administer(member(), STRUCTURE), "forbidden")
+
+
+@pytest.mark.parametrize("rule", [may_administer, may_view_consents])
+def test_structure_rules_follow_the_account_state(rule: Callable[[Principal, int], Decision]) -> None:
+    denied(rule(replace(admin(), disabled=True), STRUCTURE), "account_disabled")
+    denied(rule(replace(admin(), terms_accepted=False), STRUCTURE), "terms_not_accepted")
+
+
+def test_staff_and_admins_view_consents_of_their_structure_only() -> None:
+    assert may_view_consents(staff(), STRUCTURE) == ALLOW
+    assert may_view_consents(admin(), STRUCTURE) == ALLOW
+    denied(may_view_consents(staff(OTHER_STRUCTURE), STRUCTURE), "forbidden")
+    denied(may_view_consents(guardian(), STRUCTURE), "forbidden")
+    denied(may_view_consents(member(), STRUCTURE), "forbidden")
+
+
+def test_only_a_holder_of_parental_authority_signs_consent() -> None:
+    assert may_sign_consent(guardian(), CHILD) == ALLOW
+    # Consultation is not needed to sign: parental authority is.
+    assert may_sign_consent(guardian(consultation=False), CHILD) == ALLOW
+    without_authority = Principal(2, "G", guardianships={CHILD: Guardianship(CHILD, False, True, True)})
+    denied(may_sign_consent(without_authority, CHILD), "forbidden")
+    denied(may_sign_consent(guardian(), OTHER_CHILD), "forbidden")
+    denied(may_sign_consent(staff(), CHILD), "forbidden")
+    denied(may_sign_consent(admin(), CHILD), "forbidden")
+    denied(may_sign_consent(guardian(disabled=True), CHILD), "account_disabled")
+    denied(may_sign_consent(guardian(terms_accepted=False), CHILD), "terms_not_accepted")
+
+
+# Property: over random structures, a guardian gets nothing that is not theirs
+
+
+@dataclass(frozen=True)
+class World:
+    families: dict[int, FamilyFacts]
+    children: dict[int, ChildFacts]
+    groups: dict[int, GroupFacts]
+    consents: dict[int, ChildConsent]
+    guardians: list[Principal]
+
+    def all_facts(self) -> list[tuple[Channel, ChannelFacts]]:
+        found: list[tuple[Channel, ChannelFacts]] = [
+            (Channel(ChannelKind.STRUCTURE, s), StructureFacts(s)) for s in WORLD_STRUCTURES
+        ]
+        found += [(Channel(ChannelKind.FAMILY, f.id), f) for f in self.families.values()]
+        found += [(Channel(ChannelKind.CHILD, c.id), c) for c in self.children.values()]
+        found += [(Channel(ChannelKind.GROUP, g.id), g) for g in self.groups.values()]
+        found += [(Channel(ChannelKind.USER, p.user_id), UserFacts(p.user_id)) for p in self.guardians]
+        found += [(Channel(kind, 999_999), None) for kind in ChannelKind]
+        return found
+
+    def circle(self, facts: ChannelFacts) -> Collection[int]:
+        if isinstance(facts, StructureFacts):
+            return channel_children(facts, {c.id for c in self.children.values() if c.structure_id == facts.id})
+        return channel_children(facts)
+
+
+WORLD_STRUCTURES = (1, 2)
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> World:
+    child_structure = draw(st.lists(st.sampled_from(WORLD_STRUCTURES), min_size=1, max_size=6))
+    children = {100 + i: ChildFacts(100 + i, s) for i, s in enumerate(child_structure)}
+    group_structure = draw(st.lists(st.sampled_from(WORLD_STRUCTURES), min_size=0, max_size=4))
+    group_of = {
+        c.id: draw(st.sampled_from([None, *[200 + i for i, s in enumerate(group_structure) if s == c.structure_id]]))
+        for c in children.values()
+    }
+    groups = {
+        200 + i: GroupFacts(200 + i, s, frozenset(c for c, g in group_of.items() if g == 200 + i))
+        for i, s in enumerate(group_structure)
+    }
+    families: dict[int, FamilyFacts] = {}
+    for i, s in enumerate(draw(st.lists(st.sampled_from(WORLD_STRUCTURES), min_size=1, max_size=4))):
+        own = sorted(c.id for c in children.values() if c.structure_id == s)
+        kids = draw(st.frozensets(st.sampled_from(own), max_size=3)) if own else frozenset()
+        families[300 + i] = FamilyFacts(300 + i, s, draw(st.booleans()), kids)
+    flags = st.builds(lambda *f: f, st.booleans(), st.booleans(), st.booleans())
+    guardians: list[Principal] = []
+    for user_id in range(1, draw(st.integers(1, 4)) + 1):
+        mine = draw(st.dictionaries(st.sampled_from(sorted(children)), flags, max_size=3))
+        households = draw(st.frozensets(st.sampled_from(sorted(families)), max_size=2))
+        structures = {children[c].structure_id for c in mine} | {families[f].structure_id for f in households}
+        guardians.append(
+            Principal(
+                user_id,
+                f"Guardian {user_id}",
+                member_of=frozenset(structures),
+                households=households,
+                guardianships={c: Guardianship(c, *f) for c, f in mine.items()},
+            )
+        )
+    consents: dict[int, ChildConsent] = {}
+    for c in children.values():
+        holders = tuple(
+            Holder(p.user_id, p.name) for p in guardians if (g := p.guardianships.get(c.id)) and g.parental_authority
+        )
+        consented = draw(st.frozensets(st.sampled_from([h.user_id for h in holders] + [99]), max_size=3))
+        consents[c.id] = ChildConsent(c.id, c.structure_id, f"Child {c.id}", holders, consented)
+    return World(families, children, groups, consents, guardians)
+
+
+@settings(max_examples=300, deadline=None)
+@given(worlds())
+def test_no_guardian_is_ever_allowed_what_is_not_theirs(world: World) -> None:
+    for p in world.guardians:
+        for channel, facts in world.all_facts():
+            subscribe = may_subscribe(p, channel, facts)
+            publish = may_publish(p, channel, facts)
+            for decision in (subscribe, publish):
+                if not decision.allowed:
+                    assert decision.code in {"forbidden", "consultation_not_authorised", "posting_not_authorised"}
+                    continue
+                assert facts is not None
+                if isinstance(facts, UserFacts):
+                    assert facts.id == p.user_id
+                else:
+                    # Never another structure's channel.
+                    assert structure_of(facts) in p.member_of, (p, channel)
+            if subscribe.allowed and isinstance(facts, FamilyFacts):
+                assert facts.id in p.households
+            if subscribe.allowed and isinstance(facts, ChildFacts):
+                assert facts.id in p.guardianships
+                assert p.guardianships[facts.id].consultation
+            if subscribe.allowed and isinstance(facts, GroupFacts):
+                assert facts.child_ids & set(p.guardianships)
+            if publish.allowed:
+                assert isinstance(facts, FamilyFacts)
+                assert facts.id in p.households
+                assert facts.guardians_may_post
+                assert any(p.guardianships[c].may_post for c in facts.child_ids & set(p.guardianships))
+            # What is theirs is never refused to them (the policy is not vacuous).
+            if isinstance(facts, FamilyFacts) and facts.id in p.households:
+                assert subscribe.allowed
+            if isinstance(facts, ChildFacts) and facts.id in p.guardianships:
+                if p.guardianships[facts.id].consultation:
+                    assert subscribe == ALLOW
+                else:
+                    assert subscribe.code == "consultation_not_authorised"
+            if isinstance(facts, UserFacts) and facts.id == p.user_id:
+                assert subscribe.allowed
+
+
+@settings(max_examples=300, deadline=None)
+@given(worlds(), st.data())
+def test_may_tag_never_allows_a_child_without_complete_consent(world: World, data: st.DataObject) -> None:
+    channel, facts = data.draw(st.sampled_from(world.all_facts()))
+    tagged = data.draw(st.lists(st.sampled_from(sorted(world.consents)), max_size=4, unique=True))
+    consents = [world.consents[c] for c in tagged]
+    circle = world.circle(facts)
+    decision = may_tag(facts, consents, circle)
+    inside = all(c.child_id in circle and c.structure_id == structure_of(facts) for c in consents)
+    complete = all(c.holders and {h.user_id for h in c.holders} <= c.consented for c in consents)
+    assert decision.allowed == (inside and complete), (channel, tagged, decision)
+    if inside and not complete:
+        assert decision.code == "consent_missing"
+        named = {d["child"]["id"] for d in decision.details}  # type: ignore[index]
+        assert named == {c.child_id for c in consents if not c.complete}
+
+
+@settings(max_examples=200, deadline=None)
+@given(worlds(), st.data())
+def test_a_guardian_never_sees_what_tags_a_child_they_may_not_consult(world: World, data: st.DataObject) -> None:
+    p = data.draw(st.sampled_from(world.guardians))
+    tagged = data.draw(st.lists(st.sampled_from(sorted(world.children)), max_size=3, unique=True))
+    withdrawn = data.draw(st.booleans())
+    visible = sees(p, data.draw(st.sampled_from(WORLD_STRUCTURES)), tagged, withdrawn)
+    hidden = {c for c in tagged if c in p.guardianships and not p.guardianships[c].consultation}
+    assert visible == (not withdrawn and not hidden)
