@@ -125,6 +125,7 @@ async def announced(pubsub: PubSub, predicate: Callable[[Change], bool]) -> Chan
 # -- structure settings -------------------------------------------------------------------
 
 
+@pytest.mark.rule("H2")
 async def test_structure_settings_read_by_staff_and_changed_by_the_admin(
     gateway: Gateway, d: Demo, changes: PubSub
 ) -> None:
@@ -448,6 +449,7 @@ async def test_admin_sets_and_removes_guardianships(gateway: Gateway, d: Demo, c
 # -- consent state ------------------------------------------------------------------------
 
 
+@pytest.mark.rule("H2")
 async def test_consent_state_of_hugo_shows_the_father_missing(gateway: Gateway, d: Demo) -> None:
     state = await ok(gateway, "GET", d.url(f"/children/{d.children['Hugo']}/consent"), d.staff)
     assert state["child"] == {"id": d.children["Hugo"], "name": "Hugo Dupont"}
@@ -469,6 +471,7 @@ async def test_consent_state_of_hugo_shows_the_father_missing(gateway: Gateway, 
     assert "Hugo Dupont" in signed["declaration"]
 
 
+@pytest.mark.rule("H2")
 async def test_consent_summary_of_every_current_child(gateway: Gateway, d: Demo) -> None:
     # A child who left is no longer listed.
     await gateway.services.pool.execute(
@@ -532,12 +535,14 @@ async def assert_nothing_changed(gateway: Gateway) -> None:
     assert await gateway.services.pool.fetchval("SELECT count(*) FROM audit_log WHERE structure_id IS NOT NULL") == 0
 
 
+@pytest.mark.rule("H1", "M2")
 async def test_staff_cannot_administer(gateway: Gateway, d: Demo) -> None:
     for method, path, body in admin_requests(d):
         refused(await call(gateway, method, path, d.staff, body), 403, "forbidden")
     await assert_nothing_changed(gateway)
 
 
+@pytest.mark.rule("H1", "H2", "M2", "M4")
 async def test_a_guardian_reads_neither_staff_nor_consents(gateway: Gateway, d: Demo) -> None:
     martin = await gateway.login("martin@demo.test")
     for method, path, body in [*admin_requests(d), *staff_reads(d)]:
@@ -545,6 +550,7 @@ async def test_a_guardian_reads_neither_staff_nor_consents(gateway: Gateway, d: 
     await assert_nothing_changed(gateway)
 
 
+@pytest.mark.rule("H1", "H2", "U2")
 async def test_another_structures_admin_is_refused_like_for_an_unknown_structure(
     gateway: Gateway, d: Demo, elsewhere: Elsewhere
 ) -> None:
@@ -559,6 +565,7 @@ async def test_another_structures_admin_is_refused_like_for_an_unknown_structure
     await assert_nothing_changed(gateway)
 
 
+@pytest.mark.rule("H3")
 async def test_demo_ids_are_not_found_under_another_structure(gateway: Gateway, d: Demo, elsewhere: Elsewhere) -> None:
     own = Demo(elsewhere.sid, d.users, d.children, d.groups, d.families, elsewhere.admin, elsewhere.admin)
     for method, path, body in admin_requests(own):

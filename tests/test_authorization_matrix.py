@@ -236,6 +236,7 @@ async def outcome(request: Callable[[], Awaitable[object]]) -> str:
     return OK
 
 
+@pytest.mark.rule("U1", "T1", "T2", "T3", "T4")
 async def test_websocket_matrix(gateway: Gateway, demo_families: dict[str, int]) -> None:
     c = await cast(gateway, demo_families)
     mismatches: list[str] = []
@@ -265,6 +266,7 @@ async def test_websocket_matrix(gateway: Gateway, demo_families: dict[str, int])
     assert not mismatches, "\n".join(sorted(mismatches))
 
 
+@pytest.mark.rule("T3", "T4")
 async def test_the_consent_refusal_names_the_child_and_the_missing_holders(
     gateway: Gateway, demo_families: dict[str, int]
 ) -> None:
@@ -357,6 +359,7 @@ http(
 )
 
 
+@pytest.mark.rule("U2", "H1", "H2", "H3", "H4", "H5")
 async def test_http_matrix(gateway: Gateway, demo_families: dict[str, int]) -> None:
     c = await cast(gateway, demo_families)
     mismatches: list[str] = []
@@ -467,6 +470,7 @@ async def test_terms_not_accepted_open_nothing_but_the_terms(gateway: Gateway, d
         assert client.ws.close_code == CloseCode.TERMS_NOT_ACCEPTED
 
 
+@pytest.mark.rule("I1")
 async def test_a_token_that_expires_or_is_revoked_stops_working_on_an_open_socket(
     gateway: Gateway, demo_families: dict[str, int]
 ) -> None:

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -287,6 +288,7 @@ EXAMPLE = Plan(
 )
 
 
+@pytest.mark.rule("T1", "T2", "T3", "V3", "V4")
 @settings(
     max_examples=15,
     deadline=None,

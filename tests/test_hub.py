@@ -308,6 +308,7 @@ def tagged(seq: int, *children: int) -> Outgoing:
     return Outgoing.of(dataclasses.replace(message(seq), children=children))
 
 
+@pytest.mark.rule("V3", "V4")
 def test_a_viewer_does_not_receive_content_of_a_child_hidden_from_them() -> None:
     hub = Hub(LIMIT)
     guardian = Subscriber(FakeSink(), JsonCodec(), CHANNEL, hidden=frozenset({5}))
@@ -323,6 +324,7 @@ def test_a_viewer_does_not_receive_content_of_a_child_hidden_from_them() -> None
     assert guardian.last_seq == 4
 
 
+@pytest.mark.rule("V3")
 def test_hidden_content_stays_hidden_when_replayed_after_catching_up() -> None:
     hub = Hub(LIMIT)
     guardian = Subscriber(FakeSink(), JsonCodec(), CHANNEL, hidden=frozenset({5}))
@@ -333,6 +335,7 @@ def test_hidden_content_stays_hidden_when_replayed_after_catching_up() -> None:
     assert written(guardian) == [tagged(2).frame(JsonCodec())]
 
 
+@pytest.mark.rule("V2")
 def test_a_withdrawal_reaches_every_subscriber_even_while_catching_up() -> None:
     hub = Hub(LIMIT)
     already = live(hub, last_seq=10)

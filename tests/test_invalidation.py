@@ -33,6 +33,7 @@ async def closed_with(client: Client) -> tuple[int | None, str]:
     return client.ws.close_code, client.ws.close_reason or ""
 
 
+@pytest.mark.rule("I4")
 async def test_a_removed_guardianship_unsubscribes_within_a_second(gateway: Gateway) -> None:
     known = await ids(gateway)
     admin = await gateway.login("admin@demo.test")
@@ -50,6 +51,7 @@ async def test_a_removed_guardianship_unsubscribes_within_a_second(gateway: Gate
         assert refused.value.code == "forbidden"
 
 
+@pytest.mark.rule("I4")
 async def test_leaving_a_household_unsubscribes_from_its_channel(
     gateway: Gateway, demo_families: dict[str, int]
 ) -> None:
@@ -67,6 +69,7 @@ async def test_leaving_a_household_unsubscribes_from_its_channel(
         assert (frame["op"], frame["channel"]) == ("unsubscribed", f"family:{household}")
 
 
+@pytest.mark.rule("I4", "I5")
 async def test_consultation_withdrawn_stops_the_childs_content_live(
     gateway: Gateway, demo_families: dict[str, int]
 ) -> None:
@@ -96,6 +99,7 @@ async def test_consultation_withdrawn_stops_the_childs_content_live(
         assert (await parent.next_push())["id"] == general["id"]
 
 
+@pytest.mark.rule("I3")
 async def test_a_disabled_account_is_disconnected(gateway: Gateway) -> None:
     known = await ids(gateway)
     async with Client.connect(gateway.ws, await gateway.login("martin@demo.test")) as parent:
@@ -104,6 +108,7 @@ async def test_a_disabled_account_is_disconnected(gateway: Gateway) -> None:
         assert await closed_with(parent) == (CloseCode.AUTH_FAILED, "account_disabled")
 
 
+@pytest.mark.rule("I1")
 async def test_logout_closes_that_sessions_sockets_only(gateway: Gateway) -> None:
     first = await gateway.login("martin@demo.test")
     second = await gateway.login("martin@demo.test")
@@ -115,6 +120,7 @@ async def test_logout_closes_that_sessions_sockets_only(gateway: Gateway) -> Non
         assert (await b.subscribe(f"user:{martin['user']['id']}"))["ok"] is True
 
 
+@pytest.mark.rule("I2")
 async def test_a_password_change_closes_the_other_sessions(gateway: Gateway) -> None:
     here = await gateway.login("martin@demo.test")
     elsewhere = await gateway.login("martin@demo.test")
@@ -129,6 +135,7 @@ async def test_a_password_change_closes_the_other_sessions(gateway: Gateway) -> 
         assert a.ws.close_code is None
 
 
+@pytest.mark.rule("I4")
 async def test_a_change_reaches_every_gateway_process(settings: Settings, demo_families: dict[str, int]) -> None:
     async with running_gateway(settings) as one, running_gateway(settings) as two:
         known = await ids(one)
@@ -146,6 +153,7 @@ async def test_a_change_reaches_every_gateway_process(settings: Settings, demo_f
             assert [f["op"] for f in frames] == ["unsubscribed", "unsubscribed"]
 
 
+@pytest.mark.rule("I1")
 async def test_a_revoked_token_cannot_keep_using_a_socket(gateway: Gateway) -> None:
     token = await gateway.login("martin@demo.test")
     async with Client.connect(gateway.ws, token) as parent:
@@ -153,3 +161,42 @@ async def test_a_revoked_token_cannot_keep_using_a_socket(gateway: Gateway) -> N
         await closed_with(parent)
         with pytest.raises((ConnectionClosed, ConnectionError)):
             await parent.publish("family:1", "après la déconnexion")
+
+
+@pytest.mark.rule("I3")
+async def test_terms_no_longer_accepted_close_the_connection(gateway: Gateway) -> None:
+    known = await ids(gateway)
+    async with Client.connect(gateway.ws, await gateway.login("martin@demo.test")) as parent:
+        await gateway.services.pool.execute("DELETE FROM terms_acceptances WHERE user_id = $1", known["martin"])
+        await announce(gateway.services.redis, gateway.services.keys, users=[known["martin"]])
+        # The terms gate's own close code, as at `auth`.
+        assert await closed_with(parent) == (CloseCode.TERMS_NOT_ACCEPTED, "terms_not_accepted")
+
+
+@pytest.mark.rule("I3")
+async def test_a_deleted_account_is_disconnected(gateway: Gateway) -> None:
+    known = await ids(gateway)
+    async with Client.connect(gateway.ws, await gateway.login("martin@demo.test")) as parent:
+        await gateway.services.pool.execute("DELETE FROM users WHERE id = $1", known["martin"])
+        await announce(gateway.services.redis, gateway.services.keys, users=[known["martin"]])
+        assert await closed_with(parent) == (CloseCode.AUTH_FAILED, "invalid_token")
+
+
+@pytest.mark.rule("I3", "I4")
+async def test_a_change_naming_only_a_channel_rechecks_its_subscribers(
+    gateway: Gateway, demo_families: dict[str, int]
+) -> None:
+    known = await ids(gateway)
+    household = demo_families["Famille Martin"]
+    async with Client.connect(gateway.ws, await gateway.login("martin@demo.test")) as parent:
+        await parent.subscribe(f"family:{household}")
+        await parent.subscribe(f"child:{known['lea']}")
+        await gateway.services.pool.execute(
+            "DELETE FROM family_members WHERE family_id = $1 AND user_id = $2", household, known["martin"]
+        )
+        # The user is not named: the connection is re-checked because it follows the household.
+        await announce(gateway.services.redis, gateway.services.keys, families=[household])
+        frame = await parent.next_push(timeout=WITHIN)
+        assert frame == {"op": "unsubscribed", "channel": f"family:{household}", "reason": "forbidden"}
+        with pytest.raises(TimeoutError):
+            await parent.next_push(timeout=0.3)

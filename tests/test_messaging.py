@@ -23,6 +23,7 @@ def martin_family(demo_families: dict[str, int]) -> str:
     return f"family:{demo_families['Famille Martin']}"
 
 
+@pytest.mark.rule("V4")
 async def test_guardian_receives_live_what_staff_sends_and_it_is_persisted(
     gateway: Gateway, martin_family: str, settings: Settings, redis: Redis, pool: asyncpg.Pool
 ) -> None:
@@ -56,6 +57,7 @@ async def test_guardian_receives_live_what_staff_sends_and_it_is_persisted(
         }
 
 
+@pytest.mark.rule("P2")
 async def test_parent_answers_staff_when_the_structure_allows(gateway: Gateway, martin_family: str) -> None:
     async with (
         Client.connect(gateway.ws, await gateway.login("staff@demo.test")) as staff,
@@ -71,6 +73,7 @@ async def test_parent_answers_staff_when_the_structure_allows(gateway: Gateway, 
         )
 
 
+@pytest.mark.rule("U1", "S12", "P6")
 async def test_guardian_of_another_family_is_refused(gateway: Gateway, demo_families: dict[str, int]) -> None:
     martin = f"family:{demo_families['Famille Martin']}"
     async with Client.connect(gateway.ws, await gateway.login("bernard@demo.test")) as bernard:
@@ -89,6 +92,7 @@ async def test_guardian_of_another_family_is_refused(gateway: Gateway, demo_fami
             assert other_kind.value.code == "forbidden"
 
 
+@pytest.mark.rule("P3")
 async def test_consultation_only_guardian_reads_but_may_not_post(
     gateway: Gateway, demo_families: dict[str, int]
 ) -> None:
@@ -100,6 +104,7 @@ async def test_consultation_only_guardian_reads_but_may_not_post(
         assert refused.value.code == "posting_not_authorised"
 
 
+@pytest.mark.rule("S7", "S9", "P4")
 async def test_child_channel_is_for_staff_and_the_childs_guardians(gateway: Gateway) -> None:
     martin_token = await gateway.login("martin@demo.test")
     lea = (await gateway.me(martin_token))["children"][0]["id"]

@@ -85,12 +85,14 @@ def denied(decision: Decision, code: str) -> None:
 # Family channel
 
 
+@pytest.mark.rule("S10", "P1")
 @pytest.mark.parametrize("rule", BOTH)
 def test_staff_of_the_structure_may_use_the_family_channel(rule: Rule) -> None:
     assert rule(staff(), FAMILY_CHANNEL, family()) == ALLOW
     assert rule(staff(), FAMILY_CHANNEL, family(guardians_may_post=False)) == ALLOW
 
 
+@pytest.mark.rule("S12", "P6")
 @pytest.mark.parametrize("rule", BOTH)
 def test_staff_of_another_structure_may_not_use_the_family_channel(rule: Rule) -> None:
     denied(rule(staff(OTHER_STRUCTURE), FAMILY_CHANNEL, family()), "forbidden")
@@ -102,21 +104,25 @@ def test_admin_without_staff_membership_gets_nothing_from_admin_of_alone() -> No
     denied(may_subscribe(admin, FAMILY_CHANNEL, family()), "forbidden")
 
 
+@pytest.mark.rule("S11")
 def test_household_guardian_may_subscribe_to_the_family_channel() -> None:
     assert may_subscribe(guardian(), FAMILY_CHANNEL, family()) == ALLOW
     # Following the family does not depend on posting rights.
     assert may_subscribe(guardian(may_post=False), FAMILY_CHANNEL, family(guardians_may_post=False)) == ALLOW
 
 
+@pytest.mark.rule("S12", "P6")
 @pytest.mark.parametrize("rule", BOTH)
 def test_guardian_of_another_household_may_not_use_the_family_channel(rule: Rule) -> None:
     denied(rule(guardian(household=OTHER_FAMILY), FAMILY_CHANNEL, family()), "forbidden")
 
 
+@pytest.mark.rule("P6")
 def test_guardian_of_a_child_without_the_household_may_not_publish() -> None:
     denied(may_publish(guardian(household=OTHER_FAMILY), FAMILY_CHANNEL, family()), "forbidden")
 
 
+@pytest.mark.rule("P2", "P3")
 @pytest.mark.parametrize(
     ("guardians_may_post", "may_post", "allowed"),
     [(True, True, True), (True, False, False), (False, True, False), (False, False, False)],
@@ -131,14 +137,17 @@ def test_guardian_posting_needs_both_the_family_and_the_guardianship_flags(
         denied(decision, "posting_not_authorised")
 
 
+@pytest.mark.rule("P2")
 def test_guardian_may_post_through_any_child_of_the_family() -> None:
     assert may_publish(guardian(child=SIBLING), FAMILY_CHANNEL, family()) == ALLOW
 
 
+@pytest.mark.rule("P3")
 def test_may_post_for_a_child_outside_the_family_does_not_count() -> None:
     denied(may_publish(guardian(child=OTHER_CHILD), FAMILY_CHANNEL, family()), "posting_not_authorised")
 
 
+@pytest.mark.rule("P2")
 def test_guardian_posts_if_any_guardianship_in_the_family_allows_it() -> None:
     p = Principal(
         2,
@@ -155,28 +164,34 @@ def test_guardian_posts_if_any_guardianship_in_the_family_allows_it() -> None:
 # Child channel
 
 
+@pytest.mark.rule("S6", "P1")
 def test_staff_of_the_structure_may_use_the_child_channel() -> None:
     assert may_subscribe(staff(), CHILD_CHANNEL, child()) == ALLOW
     assert may_publish(staff(), CHILD_CHANNEL, child()) == ALLOW
 
 
+@pytest.mark.rule("S9", "P6")
 @pytest.mark.parametrize("rule", BOTH)
 def test_staff_of_another_structure_may_not_use_the_child_channel(rule: Rule) -> None:
     denied(rule(staff(OTHER_STRUCTURE), CHILD_CHANNEL, child()), "forbidden")
 
 
+@pytest.mark.rule("S7")
 def test_guardian_with_consultation_may_subscribe_to_the_child_channel() -> None:
     assert may_subscribe(guardian(), CHILD_CHANNEL, child()) == ALLOW
 
 
+@pytest.mark.rule("S8")
 def test_guardian_without_consultation_may_not_subscribe_to_the_child_channel() -> None:
     denied(may_subscribe(guardian(consultation=False), CHILD_CHANNEL, child()), "consultation_not_authorised")
 
 
+@pytest.mark.rule("S9")
 def test_guardian_of_another_child_may_not_subscribe_to_the_child_channel() -> None:
     denied(may_subscribe(guardian(child=OTHER_CHILD), CHILD_CHANNEL, child()), "forbidden")
 
 
+@pytest.mark.rule("P4")
 def test_guardians_never_publish_on_the_child_channel() -> None:
     denied(may_publish(guardian(), CHILD_CHANNEL, child()), "forbidden")
 
@@ -184,6 +199,7 @@ def test_guardians_never_publish_on_the_child_channel() -> None:
 # Facts that do not match the channel
 
 
+@pytest.mark.rule("U1")
 @pytest.mark.parametrize("rule", BOTH)
 @pytest.mark.parametrize("principal", [staff(), guardian()], ids=["staff", "guardian"])
 @pytest.mark.parametrize("channel", [FAMILY_CHANNEL, CHILD_CHANNEL], ids=["family", "child"])
@@ -191,6 +207,7 @@ def test_unknown_ids_are_forbidden(rule: Rule, principal: Principal, channel: Ch
     denied(rule(principal, channel, None), "forbidden")
 
 
+@pytest.mark.rule("U1")
 @pytest.mark.parametrize("rule", BOTH)
 @pytest.mark.parametrize("principal", [staff(), guardian()], ids=["staff", "guardian"])
 @pytest.mark.parametrize(
@@ -212,6 +229,7 @@ def test_facts_for_another_id_are_forbidden(
 # Account state
 
 
+@pytest.mark.rule("A1")
 @pytest.mark.parametrize("rule", BOTH)
 @pytest.mark.parametrize(
     ("principal", "channel", "facts"),
@@ -221,6 +239,7 @@ def test_disabled_accounts_are_refused(rule: Rule, principal: Principal, channel
     denied(rule(principal, channel, facts), "account_disabled")
 
 
+@pytest.mark.rule("A2")
 @pytest.mark.parametrize("rule", BOTH)
 @pytest.mark.parametrize(
     ("principal", "channel", "facts"),
@@ -230,11 +249,13 @@ def test_terms_must_be_accepted(rule: Rule, principal: Principal, channel: Chann
     denied(rule(principal, channel, facts), "terms_not_accepted")
 
 
+@pytest.mark.rule("A1")
 @pytest.mark.parametrize("rule", BOTH)
 def test_disabled_is_reported_before_terms(rule: Rule) -> None:
     denied(rule(staff(disabled=True, terms_accepted=False), FAMILY_CHANNEL, family()), "account_disabled")
 
 
+@pytest.mark.rule("A1", "A2")
 @pytest.mark.parametrize("rule", BOTH)
 def test_account_refusals_come_before_unknown_ids(rule: Rule) -> None:
     denied(rule(staff(disabled=True), FAMILY_CHANNEL, None), "account_disabled")
@@ -244,6 +265,7 @@ def test_account_refusals_come_before_unknown_ids(rule: Rule) -> None:
 # Facts of the wrong kind, for the structure, group and user channels
 
 
+@pytest.mark.rule("U1")
 @pytest.mark.parametrize("rule", BOTH)
 @pytest.mark.parametrize("kind", [ChannelKind.GROUP, ChannelKind.STRUCTURE, ChannelKind.USER])
 @pytest.mark.parametrize(
@@ -270,6 +292,7 @@ def test_other_channel_kinds_with_mismatched_facts_are_forbidden(
     denied(rule(principal, channel, facts), "forbidden")
 
 
+@pytest.mark.rule("U1")
 def test_user_channel_of_oneself_without_facts_is_forbidden() -> None:
     p = staff()
     denied(may_subscribe(p, Channel(ChannelKind.USER, p.user_id), None), "forbidden")
@@ -300,22 +323,26 @@ def admin(structure_id: int = STRUCTURE) -> Principal:
     return Principal(4, "Admin", staff_of=ids, admin_of=ids, member_of=ids)
 
 
+@pytest.mark.rule("S1")
 def test_every_member_of_the_structure_may_read_its_channel() -> None:
     for p in (member(), admin(), Principal(5, "Staff", staff_of=frozenset({STRUCTURE}))):
         assert may_subscribe(p, STRUCTURE_CHANNEL, structure()) == ALLOW
 
 
+@pytest.mark.rule("P1")
 @pytest.mark.parametrize("principal", [staff(), admin()], ids=["staff", "admin"])
 def test_staff_and_admins_publish_on_the_structure_channel(principal: Principal) -> None:
     assert may_publish(principal, STRUCTURE_CHANNEL, structure()) == ALLOW
 
 
+@pytest.mark.rule("P4")
 def test_guardians_do_not_publish_on_the_structure_channel() -> None:
     p = replace(guardian(), member_of=frozenset({STRUCTURE}))
     denied(may_publish(p, STRUCTURE_CHANNEL, structure()), "forbidden")
     denied(may_publish(member(), STRUCTURE_CHANNEL, structure()), "forbidden")
 
 
+@pytest.mark.rule("S2", "P6")
 @pytest.mark.parametrize("rule", BOTH)
 @pytest.mark.parametrize(
     "principal",
@@ -326,6 +353,7 @@ def test_non_members_may_not_use_the_structure_channel(rule: Rule, principal: Pr
     denied(rule(principal, STRUCTURE_CHANNEL, structure()), "forbidden")
 
 
+@pytest.mark.rule("U1")
 @pytest.mark.parametrize("rule", BOTH)
 def test_structure_facts_for_another_structure_are_forbidden(rule: Rule) -> None:
     denied(rule(admin(), STRUCTURE_CHANNEL, structure(OTHER_STRUCTURE)), "forbidden")
@@ -335,6 +363,7 @@ def test_structure_facts_for_another_structure_are_forbidden(rule: Rule) -> None
 # Group channel: staff publish; guardians of the group's children read
 
 
+@pytest.mark.rule("S3", "P1")
 def test_staff_of_the_structure_may_use_the_group_channel() -> None:
     for p in (staff(), admin()):
         assert may_subscribe(p, GROUP_CHANNEL, group()) == ALLOW
@@ -343,21 +372,39 @@ def test_staff_of_the_structure_may_use_the_group_channel() -> None:
     assert may_subscribe(staff(), GROUP_CHANNEL, group(children=frozenset())) == ALLOW
 
 
+@pytest.mark.rule("S5", "P6")
 @pytest.mark.parametrize("rule", BOTH)
 def test_staff_of_another_structure_may_not_use_the_group_channel(rule: Rule) -> None:
     denied(rule(staff(OTHER_STRUCTURE), GROUP_CHANNEL, group()), "forbidden")
     denied(rule(admin(OTHER_STRUCTURE), GROUP_CHANNEL, group()), "forbidden")
 
 
+@pytest.mark.rule("S4")
 @pytest.mark.parametrize("child_id", [CHILD, SIBLING])
 def test_guardian_of_a_child_of_the_group_may_read_it(child_id: int) -> None:
     assert may_subscribe(guardian(child=child_id), GROUP_CHANNEL, group()) == ALLOW
 
 
+@pytest.mark.rule("S4")
+@pytest.mark.parametrize(
+    ("parental_authority", "consultation", "may_post"),
+    [(False, False, False), (True, False, False), (False, True, False), (False, False, True)],
+)
+def test_any_guardianship_of_a_child_of_the_group_opens_it(
+    parental_authority: bool, consultation: bool, may_post: bool
+) -> None:
+    # The flags are not looked at: even a guardian who may not consult the child follows its group.
+    flags = Guardianship(SIBLING, parental_authority, consultation, may_post)
+    p = Principal(2, "Guardian", member_of=frozenset({STRUCTURE}), guardianships={SIBLING: flags})
+    assert may_subscribe(p, GROUP_CHANNEL, group()) == ALLOW
+
+
+@pytest.mark.rule("P4")
 def test_guardians_never_publish_on_the_group_channel() -> None:
     denied(may_publish(guardian(), GROUP_CHANNEL, group()), "forbidden")
 
 
+@pytest.mark.rule("S5")
 @pytest.mark.parametrize(
     "principal",
     [guardian(child=OTHER_CHILD), member(), replace(guardian(child=OTHER_CHILD), member_of=frozenset({STRUCTURE}))],
@@ -367,6 +414,7 @@ def test_others_may_not_read_the_group_channel(principal: Principal) -> None:
     denied(may_subscribe(principal, GROUP_CHANNEL, group()), "forbidden")
 
 
+@pytest.mark.rule("S5")
 def test_a_household_alone_does_not_open_the_group_channel() -> None:
     p = Principal(2, "Guardian", households=frozenset({FAMILY}), member_of=frozenset({STRUCTURE}))
     denied(may_subscribe(p, GROUP_CHANNEL, group()), "forbidden")
@@ -375,6 +423,7 @@ def test_a_household_alone_does_not_open_the_group_channel() -> None:
 # User channel: its owner only subscribes; only the server publishes
 
 
+@pytest.mark.rule("S13", "S14")
 def test_only_the_owner_subscribes_to_a_user_channel() -> None:
     p = guardian()
     own = Channel(ChannelKind.USER, p.user_id)
@@ -385,6 +434,7 @@ def test_only_the_owner_subscribes_to_a_user_channel() -> None:
     denied(may_subscribe(admin(), other, UserFacts(99)), "forbidden")
 
 
+@pytest.mark.rule("P5")
 @pytest.mark.parametrize("principal", [staff(), admin(), guardian()], ids=["staff", "admin", "guardian"])
 def test_nobody_publishes_on_a_user_channel(principal: Principal) -> None:
     own = Channel(ChannelKind.USER, principal.user_id)
@@ -392,6 +442,7 @@ def test_nobody_publishes_on_a_user_channel(principal: Principal) -> None:
     denied(may_publish(principal, Channel(ChannelKind.USER, 99), UserFacts(99)), "forbidden")
 
 
+@pytest.mark.rule("A1")
 @pytest.mark.parametrize("rule", BOTH)
 def test_user_channels_follow_the_account_state(rule: Rule) -> None:
     p = guardian(disabled=True)
@@ -423,6 +474,7 @@ CIRCLES: list[tuple[ChannelFacts, Collection[int]]] = [
 CIRCLE_IDS = ["child", "family", "group", "structure"]
 
 
+@pytest.mark.rule("T1")
 def test_each_channel_kind_has_its_circle() -> None:
     assert set(channel_children(child())) == {CHILD}
     assert set(channel_children(family())) == {CHILD, SIBLING}
@@ -432,12 +484,14 @@ def test_each_channel_kind_has_its_circle() -> None:
     assert set(channel_children(None, {CHILD})) == set()
 
 
+@pytest.mark.rule("T2")
 @pytest.mark.parametrize(("facts", "circle"), CIRCLES, ids=CIRCLE_IDS)
 def test_a_consented_child_of_the_circle_may_be_tagged(facts: ChannelFacts, circle: Collection[int]) -> None:
     assert may_tag(facts, [consent()], circle) == ALLOW
     assert may_tag(facts, [], circle) == ALLOW
 
 
+@pytest.mark.rule("T1")
 @pytest.mark.parametrize(
     ("facts", "circle", "outsider"),
     [
@@ -458,12 +512,14 @@ def test_a_child_outside_the_circle_may_not_be_tagged(
     denied(may_tag(facts, [consent(), consent(outsider, consented=frozenset())], circle), "forbidden")
 
 
+@pytest.mark.rule("T1")
 @pytest.mark.parametrize(("facts", "circle"), CIRCLES, ids=CIRCLE_IDS)
 def test_a_child_of_another_structure_may_not_be_tagged(facts: ChannelFacts, circle: Collection[int]) -> None:
     # Same id as a child of the circle, but of another structure: never trusted.
     denied(may_tag(facts, [consent(structure_id=OTHER_STRUCTURE)], circle), "forbidden")
 
 
+@pytest.mark.rule("T3")
 @pytest.mark.parametrize(("facts", "circle"), CIRCLES, ids=CIRCLE_IDS)
 def test_a_missing_holder_refuses_the_tag_and_is_named(facts: ChannelFacts, circle: Collection[int]) -> None:
     decision = may_tag(facts, [consent(consented=frozenset({100}))], circle)
@@ -476,6 +532,7 @@ def test_a_missing_holder_refuses_the_tag_and_is_named(facts: ChannelFacts, circ
     )
 
 
+@pytest.mark.rule("T3")
 def test_every_lacking_child_is_named_with_every_missing_holder() -> None:
     lacking = [
         consent(consented=frozenset()),
@@ -491,6 +548,7 @@ def test_every_lacking_child_is_named_with_every_missing_holder() -> None:
     )
 
 
+@pytest.mark.rule("T4")
 def test_a_child_without_any_recorded_holder_cannot_be_tagged() -> None:
     decision = may_tag(child(), [consent(holders=(), consented=frozenset({100}))], channel_children(child()))
     denied(decision, "consent_missing")
@@ -498,11 +556,13 @@ def test_a_child_without_any_recorded_holder_cannot_be_tagged() -> None:
     assert decision.details == ({"child": {"id": CHILD, "name": "Hugo Dupont"}, "missing": []},)
 
 
+@pytest.mark.rule("T2")
 def test_the_sole_holders_consent_is_enough() -> None:
     sole = consent(holders=(HOLDER_A,), consented=frozenset({100}))
     assert may_tag(child(), [sole], channel_children(child())) == ALLOW
 
 
+@pytest.mark.rule("T3")
 def test_consent_from_someone_not_holding_parental_authority_does_not_count() -> None:
     c = consent(holders=(HOLDER_A, HOLDER_B), consented=frozenset({100, 555}))
     assert not c.complete
@@ -513,22 +573,26 @@ def test_consent_from_someone_not_holding_parental_authority_does_not_count() ->
 # What a viewer sees of a message
 
 
+@pytest.mark.rule("V1")
 def test_staff_see_everything_of_their_structure_withdrawn_included() -> None:
     for p in (staff(), admin()):
         assert sees(p, STRUCTURE, [CHILD], withdrawn=True)
         assert sees(p, STRUCTURE, [CHILD], withdrawn=False)
 
 
+@pytest.mark.rule("V2")
 def test_staff_of_another_structure_get_no_staff_view() -> None:
     assert not sees(staff(OTHER_STRUCTURE), STRUCTURE, [], withdrawn=True)
 
 
+@pytest.mark.rule("V2", "V4")
 def test_guardians_do_not_see_withdrawn_messages() -> None:
     assert sees(guardian(), STRUCTURE, [CHILD], withdrawn=False)
     assert not sees(guardian(), STRUCTURE, [CHILD], withdrawn=True)
     assert not sees(guardian(), STRUCTURE, [], withdrawn=True)
 
 
+@pytest.mark.rule("V3", "V4")
 def test_guardians_do_not_see_content_of_their_children_they_may_not_consult() -> None:
     p = guardian(consultation=False)
     assert not sees(p, STRUCTURE, [CHILD], withdrawn=False)
@@ -538,6 +602,7 @@ def test_guardians_do_not_see_content_of_their_children_they_may_not_consult() -
     assert sees(p, STRUCTURE, [], withdrawn=False)
 
 
+@pytest.mark.rule("V3")
 def test_hidden_children_are_theirs_without_consultation() -> None:
     p = Principal(
         2,
@@ -556,6 +621,7 @@ def test_hidden_children_are_theirs_without_consultation() -> None:
 # Administration, consent state, consent signature
 
 
+@pytest.mark.rule("M1", "M2")
 def test_only_admins_of_the_structure_administer_it() -> None:
     assert may_administer(admin(), STRUCTURE) == ALLOW
     denied(may_administer(admin(OTHER_STRUCTURE), STRUCTURE), "forbidden")
@@ -564,12 +630,14 @@ def test_only_admins_of_the_structure_administer_it() -> None:
     denied(may_administer(member(), STRUCTURE), "forbidden")
 
 
+@pytest.mark.rule("A1", "A2")
 @pytest.mark.parametrize("rule", [may_administer, may_view_consents])
 def test_structure_rules_follow_the_account_state(rule: Callable[[Principal, int], Decision]) -> None:
     denied(rule(replace(admin(), disabled=True), STRUCTURE), "account_disabled")
     denied(rule(replace(admin(), terms_accepted=False), STRUCTURE), "terms_not_accepted")
 
 
+@pytest.mark.rule("M3", "M4")
 def test_staff_and_admins_view_consents_of_their_structure_only() -> None:
     assert may_view_consents(staff(), STRUCTURE) == ALLOW
     assert may_view_consents(admin(), STRUCTURE) == ALLOW
@@ -578,6 +646,24 @@ def test_staff_and_admins_view_consents_of_their_structure_only() -> None:
     denied(may_view_consents(member(), STRUCTURE), "forbidden")
 
 
+@pytest.mark.rule("U2")
+@pytest.mark.parametrize("rule", [may_administer, may_view_consents])
+def test_an_unknown_structure_is_refused_like_another(rule: Callable[[Principal, int], Decision]) -> None:
+    # An id that names no structure is one the principal holds no role in: plain forbidden.
+    unknown = 999_999
+    everything = Principal(
+        1,
+        "Everything",
+        staff_of=frozenset({STRUCTURE}),
+        admin_of=frozenset({STRUCTURE}),
+        member_of=frozenset({STRUCTURE}),
+    )
+    assert rule(everything, STRUCTURE) == ALLOW
+    denied(rule(everything, unknown), "forbidden")
+    assert rule(everything, unknown) == rule(everything, OTHER_STRUCTURE)
+
+
+@pytest.mark.rule("M5", "M6", "A1", "A2")
 def test_only_a_holder_of_parental_authority_signs_consent() -> None:
     assert may_sign_consent(guardian(), CHILD) == ALLOW
     # Consultation is not needed to sign: parental authority is.
@@ -706,6 +792,7 @@ def test_no_guardian_is_ever_allowed_what_is_not_theirs(world: World) -> None:
                 assert subscribe.allowed
 
 
+@pytest.mark.rule("T1", "T2", "T3", "T4")
 @settings(max_examples=300, deadline=None)
 @given(worlds(), st.data())
 def test_may_tag_never_allows_a_child_without_complete_consent(world: World, data: st.DataObject) -> None:
@@ -723,6 +810,7 @@ def test_may_tag_never_allows_a_child_without_complete_consent(world: World, dat
         assert named == {c.child_id for c in consents if not c.complete}
 
 
+@pytest.mark.rule("V2", "V3", "V4")
 @settings(max_examples=200, deadline=None)
 @given(worlds(), st.data())
 def test_a_guardian_never_sees_what_tags_a_child_they_may_not_consult(world: World, data: st.DataObject) -> None:
