@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -12,7 +13,7 @@ from starlette.staticfiles import StaticFiles
 
 from gateway import admin_api, consent_api, http_api
 from gateway.problems import handle_procreche_error, handle_unexpected
-from gateway.services import open_services
+from gateway.services import Services, open_services
 from gateway.ws import websocket_endpoint
 from realtime.errors import ProcrecheError
 from realtime.settings import Settings
@@ -20,12 +21,27 @@ from realtime.settings import Settings
 STATIC = Path(__file__).with_name("static")
 
 
-def create_app(settings: Settings) -> Starlette:
+async def _after_drain(services: Services, on_drained: Callable[[], None] | None) -> None:
+    await services.drained.wait()
+    if on_drained is not None:
+        on_drained()
+
+
+def create_app(settings: Settings, on_drained: Callable[[], None] | None = None) -> Starlette:
+    """`on_drained` is called once a drain (SIGTERM, `procreche drain`) is complete: the
+    process can exit."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
-            yield
+            watcher = asyncio.create_task(_after_drain(services, on_drained))
+            try:
+                yield
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
 
     return Starlette(
         routes=[

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import replace
@@ -20,11 +21,14 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from gateway.app import create_app
+from gateway.services import Services
 from gateway.wsproto import FanoutWebSocketProtocol
 from realtime import demo
 from realtime.database import migrate, open_pool
 from realtime.embedded import servers
 from realtime.errors import ProcrecheError
+from realtime.invalidation import announce
+from realtime.keys import Keys
 from realtime.passwords import Passwords
 from realtime.protocol import MAX_FRAME
 from realtime.redis_client import open_redis
@@ -44,14 +48,18 @@ class Server(uvicorn.Server):
         yield
 
 
-def uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, settings: Settings, port: int | None = None) -> uvicorn.Config:
+    # A peer that answers no ping is closed once `idle_timeout` has passed without a sign of life.
+    ping_timeout = max(1.0, settings.idle_timeout_seconds - settings.ping_interval_seconds)
     return uvicorn.Config(
         app,
-        host=host,
-        port=port,
+        host=settings.host,
+        port=settings.port if port is None else port,
         ws=FanoutWebSocketProtocol,
         ws_max_size=MAX_FRAME,
         ws_per_message_deflate=False,
+        ws_ping_interval=settings.ping_interval_seconds,
+        ws_ping_timeout=ping_timeout,
         lifespan="on",
         log_level="info",
         proxy_headers=True,
@@ -92,22 +100,35 @@ async def seed_demo(settings: Settings) -> None:
     print(f"demo: password for every demo account: {password}  ({source})", flush=True)
 
 
-async def serve(settings: Settings, *, with_demo: bool) -> None:
+async def serve(settings: Settings, *, with_demo: bool, with_worker: bool = True) -> None:
     async with servers(settings.data_dir, settings.database_url, settings.redis_url) as (db, rd):
         settings = settings.with_servers(db, rd)
         if with_demo:
             await seed_demo(settings)
-        server = Server(uvicorn_config(create_app(settings), settings.host, settings.port))
         stopping = asyncio.Event()
 
-        def stop() -> None:
+        def exit_now() -> None:
             server.should_exit = True
             stopping.set()
+
+        app = create_app(settings, on_drained=exit_now)
+        server = Server(uvicorn_config(app, settings))
+        drains: list[asyncio.Task[None]] = []
+
+        def stop() -> None:
+            # First SIGTERM: drain (clients move to other gateways, nothing lost), then exit.
+            # A second one, or one before the app started: exit now.
+            services: Services | None = getattr(app.state, "services", None)
+            if services is None or drains:
+                exit_now()
+                return
+            drains.append(asyncio.get_running_loop().create_task(services.drain()))
 
         on_stop_signals(stop)
         print(f"procreche: serving on http://{settings.host}:{settings.port}/", flush=True)
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(run_worker(settings, stopping))
+            if with_worker:
+                tasks.create_task(run_worker(settings, stopping))
             try:
                 await server.serve()
             finally:
@@ -130,6 +151,15 @@ async def migrate_only(settings: Settings) -> None:
     print("procreche: schema up to date", flush=True)
 
 
+async def drain_gateways(settings: Settings, names: Sequence[str]) -> None:
+    async with (
+        servers(settings.data_dir, settings.database_url, settings.redis_url) as (_, rd),
+        open_redis(rd) as redis,
+    ):
+        await announce(redis, Keys(settings.redis_prefix, settings.partitions), drain=names or ["*"])
+    print(f"procreche: drain asked of {', '.join(names) if names else 'every gateway'}", flush=True)
+
+
 async def demo_only(settings: Settings) -> None:
     async with servers(settings.data_dir, settings.database_url, settings.redis_url) as (db, rd):
         await seed_demo(settings.with_servers(db, rd))
@@ -143,6 +173,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         ("worker", "run the persistence worker alone"),
         ("migrate", "apply schema.sql (idempotent)"),
         ("demo", "seed the demo structure (idempotent)"),
+        ("drain", "drain gateways for maintenance: clients reconnect elsewhere, then the gateway exits"),
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--data", type=Path, help="data folder for embedded servers (default ./var)")
@@ -150,6 +181,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
             sub.add_argument("--host")
             sub.add_argument("--port", type=int)
             sub.add_argument("--demo", action="store_true", help="seed the demo structure first")
+            sub.add_argument(
+                "--no-worker", action="store_true", help="the gateway alone: run `procreche worker` processes instead"
+            )
+        if name == "drain":
+            sub.add_argument(
+                "names", nargs="*", help="gateway names (PROCRECHE_GATEWAY_NAME, default host:port); none: all"
+            )
     return parser.parse_args(argv)
 
 
@@ -169,7 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=settings.host if args.host is None else args.host,
             port=settings.port if args.port is None else args.port,
         )
-        runner = serve(settings, with_demo=args.demo)
+        if not settings.gateway_name:
+            settings = replace(settings, gateway_name=f"{socket.gethostname()}:{settings.port}")
+        runner = serve(settings, with_demo=args.demo, with_worker=not args.no_worker)
+    elif args.command == "drain":
+        runner = drain_gateways(settings, args.names)
     else:
         runner = {"worker": worker, "migrate": migrate_only, "demo": demo_only}[args.command](settings)
     try:

@@ -93,7 +93,9 @@ async def me(request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     s = services(request)
-
+    if s.draining.is_set():
+        # The load balancer stops routing here while clients move to other gateways.
+        return JSONResponse({"status": "draining"}, status_code=503)
     checks = {"postgres": s.pool.fetchval("SELECT 1"), "redis": s.redis.ping()}
     results = await asyncio.gather(
         *(asyncio.wait_for(check, HEALTH_TIMEOUT) for check in checks.values()), return_exceptions=True

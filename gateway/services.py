@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
@@ -25,6 +27,8 @@ from realtime.passwords import Passwords
 from realtime.redis_client import open_redis
 from realtime.settings import Settings
 
+log = logging.getLogger("procreche.gateway")
+
 
 @dataclass
 class Services:
@@ -40,6 +44,28 @@ class Services:
     consents: Consents
     sessions: SessionRegistry
     facts: FactsCache
+    # Set when a drain starts (no new WebSocket, /healthz 503) and when it is complete.
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def drain(self) -> None:
+        """Maintenance without loss: accept no new WebSocket, tell every client to reconnect
+        (elsewhere), close what remains after the grace period. Clients resume from their
+        last seq on another gateway."""
+        if self.draining.is_set():
+            await self.drained.wait()
+            return
+        self.draining.set()
+        log.info("draining: %d connections told to reconnect", len(self.sessions.all()))
+        for session in self.sessions.all():
+            session.push({"op": "reconnect"})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.sessions.empty.wait(), self.settings.drain_grace_seconds)
+        self.sessions.close_all(CloseCode.SERVICE_RESTART, "draining: reconnect to another gateway")
+        self.drained.set()
+
+    def wants_drain(self, change: Change) -> bool:
+        return "*" in change.drain or (bool(self.settings.gateway_name) and self.settings.gateway_name in change.drain)
 
 
 @contextlib.asynccontextmanager
@@ -57,6 +83,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         def on_change(change: Change) -> None:
             facts.invalidate(change)
             sessions.apply(change)
+            if services.wants_drain(change):
+                drains.add(task := asyncio.get_running_loop().create_task(services.drain()))
+                task.add_done_callback(drains.discard)
+
+        drains: set[asyncio.Task[None]] = set()
 
         live = LiveFeed(
             redis,

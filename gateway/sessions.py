@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from realtime.errors import CloseCode
 from realtime.invalidation import Change
@@ -28,14 +28,19 @@ class LiveSession(Protocol):
 
     def close(self, code: CloseCode, reason: str) -> None: ...
 
+    def push(self, frame: dict[str, Any]) -> None: ...
+
 
 class SessionRegistry:
     def __init__(self) -> None:
         self._by_user: dict[int, set[LiveSession]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.empty = asyncio.Event()
+        self.empty.set()
 
     def add(self, session: LiveSession) -> None:
         self._by_user.setdefault(session.user_id, set()).add(session)
+        self.empty.clear()
 
     def remove(self, session: LiveSession) -> None:
         sessions = self._by_user.get(session.user_id)
@@ -43,8 +48,10 @@ class SessionRegistry:
             sessions.discard(session)
             if not sessions:
                 del self._by_user[session.user_id]
+                if not self._by_user:
+                    self.empty.set()
 
-    def all(self) -> Iterable[LiveSession]:
+    def all(self) -> list[LiveSession]:
         return [s for sessions in self._by_user.values() for s in sessions]
 
     def apply(self, change: Change) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from starlette.websockets import WebSocket
 
@@ -21,8 +22,9 @@ from gateway.wsproto import SINK_EXTENSION
 from realtime.accounts import SessionUser
 from realtime.channels import Channel
 from realtime.codec import choose
-from realtime.errors import CloseCode, Forbidden, Unauthenticated, client_error, terms_not_accepted
+from realtime.errors import CloseCode, Forbidden, NotFound, Throttled, Unauthenticated, client_error, terms_not_accepted
 from realtime.messages import Author, validate_body
+from realtime.origins import origin_allowed
 from realtime.permissions import (
     ChannelFacts,
     Decision,
@@ -33,10 +35,22 @@ from realtime.permissions import (
     may_publish,
     may_subscribe,
     may_tag,
+    may_withdraw,
     sees,
     structure_of,
 )
-from realtime.protocol import Auth, Publish, Request, RequestError, ServerProtocol, Subscribe, Unsubscribe
+from realtime.protocol import (
+    Auth,
+    History,
+    Publish,
+    Request,
+    RequestError,
+    ServerProtocol,
+    Subscribe,
+    Unsubscribe,
+    Withdraw,
+)
+from realtime.ratelimit import TokenBucket
 
 log = logging.getLogger("procreche.ws")
 
@@ -57,9 +71,15 @@ class Session:
         self.subscriptions: dict[str, Subscriber] = {}
         # Requests and re-checks of rights (announced changes) never interleave.
         self._lock = asyncio.Lock()
+        settings = services.settings
+        self._loop = asyncio.get_running_loop()
+        self._bucket = TokenBucket(settings.rate_per_second, settings.rate_burst, self._loop.time())
 
     def send(self, payload: bytes) -> None:
         self.sink.write(ws_frame(payload, binary=self.protocol.codec.binary))
+
+    def push(self, frame: dict[str, Any]) -> None:
+        self.send(self.protocol.push(frame))
 
     def close(self, code: CloseCode, reason: str) -> None:
         self.protocol.closed()
@@ -103,11 +123,16 @@ class Session:
                     sub.hidden = self._hidden_for(facts)
                     continue
                 await self._drop(sub)
-                self.send(self.protocol.push({"op": "unsubscribed", "channel": sub.channel, "reason": decision.code}))
+                self.push({"op": "unsubscribed", "channel": sub.channel, "reason": decision.code})
 
     async def _receive(self) -> bytes | str | None:
         message = await self.websocket.receive()
         if message["type"] == "websocket.disconnect":
+            return None
+        if not self._bucket.take(self._loop.time()):
+            error = Throttled("too many requests on this connection; reconnect more slowly", code="rate_limited")
+            self.send(self.protocol.error(None, error))
+            self.close(CloseCode.RATE_LIMITED, error.code)
             return None
         data: bytes | str | None = message.get("text")
         return message.get("bytes") if data is None else data
@@ -185,6 +210,10 @@ class Session:
             await self._unsubscribe(request)
         elif isinstance(request, Publish):
             await self._publish(request)
+        elif isinstance(request, History):
+            await self._history(request)
+        elif isinstance(request, Withdraw):
+            await self._withdraw(request)
         else:  # the protocol admits auth only before this point
             raise TypeError(f"unexpected request {request!r}")
 
@@ -267,6 +296,35 @@ class Session:
             await self._recheck_tags(channel, published.id, request.children)
         self.send(self.protocol.reply(request.rid, channel=channel.name, seq=published.seq, id=published.id))
 
+    async def _history(self, request: History) -> None:
+        assert self.principal is not None
+        facts = await self._facts(request.channel)
+        self._check(may_subscribe(self.principal, request.channel, facts))
+        page = await self.services.bus.history_before(request.channel, request.before, request.limit)
+        structure = structure_of(facts)
+        visible = [m for m in page if sees(self.principal, structure, m.children, m.withdrawn)]
+        self.send(
+            self.protocol.reply(
+                request.rid,
+                channel=request.channel.name,
+                messages=[m.frame() for m in visible],
+                # More lies further back if the page is full and did not reach seq 1.
+                more=len(page) == request.limit and page[0].seq > 1,
+            )
+        )
+
+    async def _withdraw(self, request: Withdraw) -> None:
+        assert self.principal is not None
+        facts = await self._facts(request.channel)
+        self._check(may_subscribe(self.principal, request.channel, facts))
+        message = await self.services.bus.find(request.channel, request.id)
+        if message is None:
+            raise NotFound("no such message in this channel")
+        self._check(may_withdraw(self.principal, facts, message.author.id))
+        staff = structure_of(facts) in self.principal.staff_of
+        await self.services.bus.withdraw(request.channel, message.id, "moderation" if staff else "author")
+        self.send(self.protocol.reply(request.rid, channel=request.channel.name, id=message.id))
+
     async def _check_tags(self, facts: ChannelFacts, children: tuple[int, ...]) -> None:
         """Image rights, checked against consents read now (never from a cache): a revoked
         consent must stop the very next publish."""
@@ -295,6 +353,16 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if sink is None:
         log.error("/ws needs gateway.wsproto.FanoutWebSocketProtocol; run the gateway with `procreche serve`")
         await websocket.close(code=CloseCode.INTERNAL)
+        return
+    if not origin_allowed(
+        websocket.headers.get("origin"), websocket.headers.get("host"), services.settings.allowed_origins
+    ):
+        await websocket.send_denial_response(
+            problem(403, "origin_not_allowed", "this page's origin may not open a procreche connection")
+        )
+        return
+    if services.draining.is_set():
+        await websocket.send_denial_response(problem(503, "draining", "this gateway is draining: connect to another"))
         return
     codec = choose(websocket.scope.get("subprotocols", []))
     if codec is None:

@@ -65,5 +65,12 @@ class FanoutWebSocketProtocol(WebSocketsSansIOProtocol):
             # The ASGI task is created but has not run yet: the scope can still be extended.
             scope["extensions"][SINK_EXTENSION] = TransportSink(self)
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        # A denial response (HTTP answer to the handshake) completes the handshake too;
+        # uvicorn would otherwise log "returned without completing handshake".
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            self.handshake_complete = True
+
     def buffered_too_much(self) -> bool:
         return self.transport.get_write_buffer_size() > self.abort_above

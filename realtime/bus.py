@@ -121,12 +121,7 @@ class Bus:
 
     async def history_tagging(self, channel: Channel, child_id: int) -> list[str]:
         """Ids of the messages in the channel's Redis history that tag the child."""
-        try:
-            entries: Any = await self.redis.xrange(self.keys.channel(channel).history)
-        except RedisError as exc:
-            raise Unavailable("the message bus is unavailable") from exc
-        found = (unpack_record(int(fields[b"s"]), fields[b"m"]) for _, fields in entries)
-        return [m.id for m in found if child_id in m.children]
+        return [m.id for m in await self._recent(channel) if child_id in m.children]
 
     async def backlog(self, channel: Channel, since: int | None, limit: int) -> Backlog:
         """Messages with seq > since, at most the `limit` newest: from the Redis history,
@@ -151,20 +146,54 @@ class Bus:
         head = await self.store.max_seq(channel.name) if head_raw is None else int(head_raw)
         if since is None or since >= head:
             return Backlog([], head, epoch, since is None or since == head)
-        recent = [unpack_record(int(fields[b"s"]), fields[b"m"]) for _, fields in reversed(rest[0])]
-        lowest = recent[0].seq if recent else head + 1
+        messages = await self._complete(channel, rest[0], withdrawn_raw, after=since, upto=head, limit=limit)
+        return Backlog(messages, head, epoch, len(messages) == head - since)
+
+    async def history_before(self, channel: Channel, before: int, limit: int) -> list[Message]:
+        """The `limit` messages just before seq `before`, oldest first (paging back)."""
+        ck = self.keys.channel(channel)
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.smembers(ck.withdrawn)
+                pipe.xrevrange(ck.history, max=f"{before - 1}-0", min="-", count=limit)
+                withdrawn_raw, entries = await pipe.execute()
+        except RedisError as exc:
+            raise Unavailable("the message bus is unavailable") from exc
+        return await self._complete(channel, entries, withdrawn_raw, after=0, upto=before - 1, limit=limit)
+
+    async def find(self, channel: Channel, message_id: str) -> Message | None:
+        """A message of the channel by id: from the Redis history, else from Postgres."""
+        for message in await self._recent(channel):
+            if message.id == message_id:
+                return message
+        return await self.store.by_id(channel.name, message_id)
+
+    async def _recent(self, channel: Channel) -> list[Message]:
+        try:
+            entries: Any = await self.redis.xrange(self.keys.channel(channel).history)
+        except RedisError as exc:
+            raise Unavailable("the message bus is unavailable") from exc
+        return [unpack_record(int(fields[b"s"]), fields[b"m"]) for _, fields in entries]
+
+    async def _complete(
+        self, channel: Channel, newest_first: Any, withdrawn_raw: Any, *, after: int, upto: int, limit: int
+    ) -> list[Message]:
+        """Entries read from the Redis history (newest first), completed from Postgres for
+        what is older than the history window: the `limit` newest of after < seq <= upto,
+        oldest first, marked withdrawn from the set read with them (which also covers
+        withdrawals the worker has not written to Postgres yet)."""
+        recent = [unpack_record(int(fields[b"s"]), fields[b"m"]) for _, fields in reversed(newest_first)]
+        lowest = recent[0].seq if recent else upto + 1
         older: list[Message] = []
-        if lowest > since + 1 and len(recent) < limit:
+        if lowest > after + 1 and len(recent) < limit:
             older = await self.store.newest_between(
-                channel.name, after=since, upto=lowest - 1, limit=limit - len(recent)
+                channel.name, after=after, upto=lowest - 1, limit=limit - len(recent)
             )
         messages = older + recent
-        # The withdrawn set is read with the history: it also covers messages whose
-        # withdrawal the worker has not written to Postgres yet.
         withdrawn = {_text(w) for w in withdrawn_raw}
         if withdrawn:
             messages = [replace(m, withdrawn=True) if m.id in withdrawn else m for m in messages]
-        return Backlog(messages, head, epoch, len(messages) == head - since)
+        return messages
 
 
 def _text(value: bytes | str | int) -> str:

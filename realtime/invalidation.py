@@ -27,6 +27,8 @@ class Change:
     groups: frozenset[int] = frozenset()
     # Sessions to close now (logout, password change): SHA-256 digests of their tokens.
     sessions: frozenset[bytes] = frozenset()
+    # Gateways to drain (`procreche drain`), by name; "*" drains them all.
+    drain: frozenset[str] = frozenset()
 
     def pack(self) -> bytes:
         return msgpack.packb(
@@ -37,6 +39,7 @@ class Change:
                 "f": sorted(self.families),
                 "g": sorted(self.groups),
                 "t": sorted(self.sessions),
+                "d": sorted(self.drain),
             }
         )
 
@@ -50,6 +53,7 @@ class Change:
             families=frozenset(raw.get("f", ())),
             groups=frozenset(raw.get("g", ())),
             sessions=frozenset(raw.get("t", ())),
+            drain=frozenset(raw.get("d", ())),
         )
 
 
@@ -63,6 +67,7 @@ async def announce(
     families: Iterable[int] = (),
     groups: Iterable[int] = (),
     sessions: Iterable[bytes] = (),
+    drain: Iterable[str] = (),
 ) -> None:
     change = Change(
         frozenset(users),
@@ -71,5 +76,6 @@ async def announce(
         frozenset(families),
         frozenset(groups),
         frozenset(sessions),
+        frozenset(drain),
     )
     await redis.publish(keys.control(), change.pack())

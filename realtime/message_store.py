@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+
+import asyncpg
 
 from realtime.database import Pool
 from realtime.messages import Author, Message
@@ -46,12 +49,28 @@ SELECT_ABSENT = """
 SELECT x::text AS id FROM unnest($1::uuid[]) AS x WHERE NOT EXISTS (SELECT 1 FROM messages WHERE id = x)
 """
 
-SELECT_RANGE = """
+MESSAGE_COLUMNS = """
 SELECT id::text, channel, seq, author_id, author_name, body, created_at, client_msg_id,
        withdrawn_at IS NOT NULL AS withdrawn,
        ARRAY(SELECT child_id FROM message_children mc WHERE mc.message_id = messages.id ORDER BY 1) AS children
-FROM messages WHERE channel = $1 AND seq > $2 AND seq <= $3 ORDER BY seq DESC LIMIT $4
-"""
+FROM messages"""
+
+SELECT_RANGE = MESSAGE_COLUMNS + " WHERE channel = $1 AND seq > $2 AND seq <= $3 ORDER BY seq DESC LIMIT $4"
+SELECT_ONE = MESSAGE_COLUMNS + " WHERE channel = $1 AND id = $2"
+
+
+def _message(r: asyncpg.Record) -> Message:
+    return Message(
+        id=r["id"],
+        channel=r["channel"],
+        seq=r["seq"],
+        author=Author(r["author_id"] or 0, r["author_name"]),
+        body=r["body"],
+        at=r["created_at"],
+        msg_id=r["client_msg_id"],
+        children=tuple(r["children"]),
+        withdrawn=r["withdrawn"],
+    )
 
 
 class MessageStore:
@@ -62,23 +81,18 @@ class MessageStore:
         value = await self.pool.fetchval("SELECT max(seq) FROM messages WHERE channel = $1", channel)
         return int(value or 0)
 
+    async def by_id(self, channel: str, message_id: str) -> Message | None:
+        try:
+            key = uuid.UUID(message_id)
+        except ValueError:
+            return None
+        rows = await self.pool.fetch(SELECT_ONE, channel, key)
+        return _message(rows[0]) if rows else None
+
     async def newest_between(self, channel: str, *, after: int, upto: int, limit: int) -> list[Message]:
         """The `limit` newest messages with after < seq <= upto, oldest first."""
         rows = await self.pool.fetch(SELECT_RANGE, channel, after, upto, limit)
-        return [
-            Message(
-                id=r["id"],
-                channel=r["channel"],
-                seq=r["seq"],
-                author=Author(r["author_id"] or 0, r["author_name"]),
-                body=r["body"],
-                at=r["created_at"],
-                msg_id=r["client_msg_id"],
-                children=tuple(r["children"]),
-                withdrawn=r["withdrawn"],
-            )
-            for r in reversed(rows)
-        ]
+        return [_message(r) for r in reversed(rows)]
 
     async def withdraw(self, withdrawals: Sequence[tuple[str, str, str]]) -> None:
         """Record (message id, channel, reason) withdrawals; idempotent."""

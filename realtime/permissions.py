@@ -190,6 +190,16 @@ def may_publish(p: Principal, channel: Channel, facts: ChannelFacts) -> Decision
     return FORBIDDEN
 
 
+def may_withdraw(p: Principal, facts: ChannelFacts, author_id: int) -> Decision:
+    """Staff withdraw any message of their structure (moderation); anyone withdraws what
+    they wrote themselves. Others: refused."""
+    if not (verdict := account(p)).allowed:
+        return verdict
+    if structure_of(facts) in p.staff_of or (facts is not None and author_id == p.user_id):
+        return ALLOW
+    return FORBIDDEN
+
+
 def channel_children(facts: ChannelFacts, structure_children: Collection[int] = ()) -> Collection[int]:
     """The children a message on this channel may tag: the channel's own circle."""
     if isinstance(facts, ChildFacts):

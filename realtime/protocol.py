@@ -21,6 +21,8 @@ Rid = int | str
 MSG_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 MAX_SEQ = 2**63 - 1
 MAX_TAGS = 50
+HISTORY_PAGE = 50
+MAX_HISTORY_PAGE = 100
 MAX_FRAME = 64 * 1024  # bytes; a larger WebSocket message is closed with 1009
 
 
@@ -62,7 +64,24 @@ class Publish:
     children: tuple[int, ...] = ()
 
 
-Request = Auth | Subscribe | Unsubscribe | Publish
+@dataclass(frozen=True, slots=True)
+class History:
+    """Page back through a channel: the `limit` messages before seq `before`."""
+
+    rid: Rid
+    channel: Channel
+    before: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    rid: Rid
+    channel: Channel
+    id: str
+
+
+Request = Auth | Subscribe | Unsubscribe | Publish | History | Withdraw
 
 
 class RequestError(Exception):
@@ -114,6 +133,16 @@ def _parse(frame: dict[str, Any], rid: Rid) -> Request:
         return Subscribe(rid, Channel.parse(frame.get("channel")), since)
     if op == "unsubscribe":
         return Unsubscribe(rid, Channel.parse(frame.get("channel")))
+    if op == "history":
+        before = frame.get("before")
+        limit = frame.get("limit", HISTORY_PAGE)
+        if isinstance(before, bool) or not isinstance(before, int) or not 1 <= before <= MAX_SEQ:
+            raise BadRequest("'before' must be a positive integer (a seq)", code="bad_frame")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_HISTORY_PAGE:
+            raise BadRequest(f"'limit' must be an integer from 1 to {MAX_HISTORY_PAGE}", code="bad_frame")
+        return History(rid, Channel.parse(frame.get("channel")), before, limit)
+    if op == "withdraw":
+        return Withdraw(rid, Channel.parse(frame.get("channel")), _string(frame, "id", 64))
     if op == "publish":
         msg_id = frame.get("msg_id")
         if not isinstance(msg_id, str) or not MSG_ID.fullmatch(msg_id):

@@ -25,6 +25,29 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def parse_partitions(raw: str, partitions: int, name: str = "PROCRECHE_WORKER_PARTITIONS") -> frozenset[int] | None:
+    """Parse a set of partitions like "0-3,6" (ranges inclusive); empty means all (None)."""
+    if not raw.strip():
+        return None
+    chosen: set[int] = set()
+    for part in raw.split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            low = int(first)
+            high = int(last) if dash else low
+        except ValueError:
+            raise SettingsError(f'{name} must list partitions and ranges like "0-3,6", got {raw!r}') from None
+        if low < 0 or high < low:
+            raise SettingsError(f"{name}: {part.strip()!r} is not a range of partitions (low-high, low ≤ high)")
+        if high >= partitions:
+            raise SettingsError(
+                f"{name} names partition {high}, but there are only {partitions} (0-{partitions - 1}, "
+                "PROCRECHE_PARTITIONS)"
+            )
+        chosen.update(range(low, high + 1))
+    return frozenset(chosen)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything an operator can configure; see the table in README.md."""
@@ -46,19 +69,34 @@ class Settings:
     auth_timeout_seconds: float = 10.0
     worker_batch: int = 500
     reclaim_idle_ms: int = 30_000
+    # The partitions whose ingest streams this process's worker consumes; None: all of them.
+    worker_partitions: frozenset[int] | None = None
     outbound_buffer_limit: int = 4 * 1024 * 1024
+    # Origins allowed to open /ws (the web app's own origin is always allowed); "*" allows any.
+    allowed_origins: frozenset[str] = frozenset()
+    # Requests a connection may send: `rate_burst` at once, refilled at `rate_per_second`.
+    rate_per_second: float = 50.0
+    rate_burst: int = 200
+    ping_interval_seconds: float = 20.0
+    # A connection that sends nothing (not even a pong) for this long is closed.
+    idle_timeout_seconds: float = 60.0
+    # On drain: how long clients get to reconnect elsewhere before they are closed.
+    drain_grace_seconds: float = 10.0
+    # This gateway's name for `procreche drain NAME` (default: host:port).
+    gateway_name: str = ""
     demo_password: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        partitions = _int(env, "PROCRECHE_PARTITIONS", 8, minimum=1)
         return cls(
             data_dir=Path(env.get("PROCRECHE_DATA") or "var"),
             database_url=env.get("DATABASE_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
             host=env.get("PROCRECHE_HOST") or "127.0.0.1",
             port=_int(env, "PROCRECHE_PORT", 8000),
-            partitions=_int(env, "PROCRECHE_PARTITIONS", 8, minimum=1),
+            partitions=partitions,
             redis_prefix=env.get("PROCRECHE_REDIS_PREFIX") or "pc",
             history_maxlen=_int(env, "PROCRECHE_HISTORY_MAXLEN", 1000, minimum=10),
             resume_limit=_int(env, "PROCRECHE_RESUME_LIMIT", 1000, minimum=1),
@@ -67,7 +105,17 @@ class Settings:
             login_window_seconds=_int(env, "PROCRECHE_LOGIN_WINDOW_SECONDS", 3600, minimum=1),
             worker_batch=_int(env, "PROCRECHE_WORKER_BATCH", 500, minimum=1),
             reclaim_idle_ms=_int(env, "PROCRECHE_RECLAIM_IDLE_MS", 30_000, minimum=100),
+            worker_partitions=parse_partitions(env.get("PROCRECHE_WORKER_PARTITIONS", ""), partitions),
             outbound_buffer_limit=_int(env, "PROCRECHE_OUTBOUND_BUFFER", 4 * 1024 * 1024, minimum=65536),
+            allowed_origins=frozenset(
+                o.strip() for o in env.get("PROCRECHE_ALLOWED_ORIGINS", "").split(",") if o.strip()
+            ),
+            rate_per_second=_int(env, "PROCRECHE_RATE_PER_SECOND", 50, minimum=1),
+            rate_burst=_int(env, "PROCRECHE_RATE_BURST", 200, minimum=1),
+            ping_interval_seconds=_int(env, "PROCRECHE_PING_INTERVAL", 20, minimum=1),
+            idle_timeout_seconds=_int(env, "PROCRECHE_IDLE_TIMEOUT", 60, minimum=5),
+            drain_grace_seconds=_int(env, "PROCRECHE_DRAIN_GRACE", 10, minimum=0),
+            gateway_name=env.get("PROCRECHE_GATEWAY_NAME") or "",
             demo_password=env.get("PROCRECHE_DEMO_PASSWORD") or None,
         )
 

@@ -83,6 +83,10 @@ async def settings(servers: tuple[str, str], tmp_path: Path) -> AsyncIterator[Se
         redis_url=redis_url,
         redis_prefix=prefix,
         login_max_attempts=5,
+        # Tests push thousands of frames per second through one connection; the rate limit
+        # has its own test.
+        rate_per_second=100_000,
+        rate_burst=100_000,
         reclaim_idle_ms=500,
         demo_password=DEMO_PASSWORD,
     )
@@ -152,7 +156,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
     app = create_app(settings)
     sock = free_socket()
     port = sock.getsockname()[1]
-    server = Server(uvicorn_config(app, "127.0.0.1", port))
+    server = Server(uvicorn_config(app, replace(settings, host="127.0.0.1"), port))
     server.config.log_level = "warning"
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,84 +11,16 @@ import pytest
 
 from realtime.client import Client
 from realtime.settings import Settings
-from tests.conftest import DEMO_PASSWORD, free_socket, wait_for
-
-
-def env_for(settings: Settings | None, data: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env["PROCRECHE_DEMO_PASSWORD"] = DEMO_PASSWORD
-    env["PROCRECHE_DATA"] = str(data)
-    if settings is not None:
-        assert settings.database_url is not None
-        assert settings.redis_url is not None
-        env |= {
-            "DATABASE_URL": settings.database_url,
-            "REDIS_URL": settings.redis_url,
-            "PROCRECHE_REDIS_PREFIX": settings.redis_prefix,
-        }
-    return env
-
-
-async def run(*args: str, env: dict[str, str]) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway.cli",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
+from tests.processes import gateway_process, login, terminate
+from tests.processes import procreche_env as env_for
+from tests.processes import run_cli as run
 
 
 @asynccontextmanager
 async def serving(env: dict[str, str]) -> AsyncIterator[str]:
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway.cli",
-        "serve",
-        "--demo",
-        "--port",
-        str(port),
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
-
-            async def healthy() -> bool:
-                try:
-                    return (await http.get("/healthz")).status_code == 200
-                except httpx.TransportError:
-                    assert process.returncode is None, "procreche serve exited"
-                    return False
-
-            await wait_for(healthy, timeout=90, interval=0.2)
-        yield base
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 30) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
-async def login(http: httpx.AsyncClient, email: str) -> str:
-    response = await http.post("/api/login", json={"email": email, "password": DEMO_PASSWORD})
-    assert response.status_code == 200, response.text
-    token: str = response.json()["token"]
-    headers = {"Authorization": f"Bearer {token}"}
-    assert (await http.post("/api/terms/accept", json={"version": 1}, headers=headers)).status_code == 200
-    return token
+    async with gateway_process(env, demo=True) as gateway:
+        yield gateway.base
+        assert await terminate(gateway.process) == 0
 
 
 async def exchange_on_martin_household(base: str) -> None:

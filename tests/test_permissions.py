@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from realtime.channels import Channel, ChannelKind
 from realtime.permissions import (
     ALLOW,
+    FORBIDDEN,
     ChannelFacts,
     ChildConsent,
     ChildFacts,
@@ -30,6 +31,7 @@ from realtime.permissions import (
     may_subscribe,
     may_tag,
     may_view_consents,
+    may_withdraw,
     sees,
     structure_of,
 )
@@ -820,3 +822,18 @@ def test_a_guardian_never_sees_what_tags_a_child_they_may_not_consult(world: Wor
     visible = sees(p, data.draw(st.sampled_from(WORLD_STRUCTURES)), tagged, withdrawn)
     hidden = {c for c in tagged if c in p.guardianships and not p.guardianships[c].consultation}
     assert visible == (not withdrawn and not hidden)
+
+
+@pytest.mark.rule("P7")
+def test_staff_withdraw_any_message_of_their_structure_and_authors_their_own() -> None:
+    facts = FamilyFacts(1, STRUCTURE, False, frozenset({5}))
+    staff = Principal(1, "Staff", staff_of=frozenset({STRUCTURE}))
+    author = Principal(2, "Parent", households=frozenset({1}))
+    other = Principal(3, "Other parent", households=frozenset({1}))
+    elsewhere = Principal(4, "Other staff", staff_of=frozenset({OTHER_STRUCTURE}))
+    assert may_withdraw(staff, facts, author_id=2).allowed
+    assert may_withdraw(author, facts, author_id=2).allowed
+    assert may_withdraw(other, facts, author_id=2) == FORBIDDEN
+    assert may_withdraw(elsewhere, facts, author_id=2) == FORBIDDEN
+    assert may_withdraw(author, None, author_id=2) == FORBIDDEN
+    assert may_withdraw(Principal(2, "Parent", disabled=True), facts, author_id=2).code == "account_disabled"

@@ -1,10 +1,15 @@
 """The persistence worker: ingest streams → Postgres, acknowledged only after commit.
 
-Reads every partition's ingest stream through the consumer group `persist`, inserts each
-batch idempotently, then XACKs and XDELs it. Entries a dead worker left pending are
-reclaimed with XAUTOCLAIM once idle for `reclaim_idle_ms`. A SIGKILL at any point loses
-nothing (unacknowledged entries stay pending) and duplicates nothing (the insert is
-idempotent on the message id and on (channel, seq)).
+A worker consumes a set of partitions (`PROCRECHE_WORKER_PARTITIONS`, default all of them):
+each partition's ingest stream through the consumer group `persist`, in its own loop. Each
+batch, read from one stream, is inserted idempotently, then XACKed and XDELed. Entries a
+dead worker left pending are reclaimed with XAUTOCLAIM once idle for `reclaim_idle_ms`. A
+SIGKILL at any point loses nothing (unacknowledged entries stay pending) and duplicates
+nothing (the insert is idempotent on the message id and on (channel, seq)).
+
+Every Redis command, and every pipeline, touches the keys of one partition only, i.e. one
+hash tag `{P}` and so one Redis Cluster slot: the ingest stream, its dead letters, and the
+`seq`/`epoch` keys of the channels of that partition (realtime/keys.py).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +68,7 @@ class PersistenceWorker:
         batch: int,
         reclaim_idle_ms: int,
         name: str | None = None,
+        partitions: Collection[int] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -69,7 +76,12 @@ class PersistenceWorker:
         self.batch = batch
         self.reclaim_idle_ms = reclaim_idle_ms
         self.name = name or consumer_name()
-        self.streams = keys.all_ingest()
+        self.partitions = sorted(set(range(keys.partitions) if partitions is None else partitions))
+        if not self.partitions:
+            raise ValueError("a persistence worker needs at least one partition")
+        if not set(self.partitions) <= set(range(keys.partitions)):
+            raise ValueError(f"partitions {self.partitions} are not all within 0-{keys.partitions - 1}")
+        self.streams = [keys.ingest(p) for p in self.partitions]
         self.persisted = 0
         self._stopping = asyncio.Event()
 
@@ -81,6 +93,7 @@ class PersistenceWorker:
             MessageStore(pool),
             batch=settings.worker_batch,
             reclaim_idle_ms=settings.reclaim_idle_ms,
+            partitions=settings.worker_partitions,
         )
 
     def close(self) -> None:
@@ -89,84 +102,103 @@ class PersistenceWorker:
 
     async def ensure_groups(self) -> None:
         for stream in self.streams:
-            try:
-                await self.redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            await self._ensure_group(stream)
+
+    async def _ensure_group(self, stream: str) -> None:
+        try:
+            await self.redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     async def run(self, *, burst: bool = False) -> None:
-        """Persist until `close()`; with burst=True, until nothing is left to persist."""
+        """Persist until `close()`; with burst=True, until nothing is left to persist.
+
+        One loop per partition, each blocking on its own stream. Why not one loop over all
+        partitions: an XREADGROUP naming several streams spans several hash slots (CROSSSLOT
+        on Redis Cluster), and taking the partitions in turn forces a choice between a long
+        BLOCK (an entry waits behind the other partitions' blocks) and a short one (an idle
+        worker spins through partitions). Here each partition's entries are picked up as
+        soon as they are written, an idle worker issues one blocking read (and one
+        XAUTOCLAIM) per partition and second, and a failing partition (a batch PostgreSQL
+        keeps refusing, a Redis shard down) backs off alone. The cost is one Redis
+        connection per owned partition, held by its blocking read; PostgreSQL connections
+        stay bounded by the pool, which the partitions' batches share.
+        """
+        async with asyncio.TaskGroup() as loops:
+            for stream in self.streams:
+                loops.create_task(self._run_partition(stream, burst=burst), name=f"persist {stream}")
+
+    async def _run_partition(self, stream: str, *, burst: bool) -> None:
         backoff = 0.1
         own_pending = True  # after a start or a failure, our own pending entries come first
         next_reclaim = 0.0
         loop = asyncio.get_running_loop()
-        need_groups = True
+        need_group = True
         while not self._stopping.is_set():
             try:
-                if need_groups:
-                    await self.ensure_groups()
-                    need_groups = False
+                if need_group:
+                    await self._ensure_group(stream)
+                    need_group = False
                 entries: list[Entry] = []
                 if loop.time() >= next_reclaim:
-                    entries = await self._reclaim()
+                    entries = await self._reclaim(stream)
                     next_reclaim = loop.time() + RECLAIM_EVERY_S
                 if not entries and own_pending:
-                    entries = await self._read("0", block=None)
+                    entries = await self._read(stream, "0", block=None)
                     own_pending = bool(entries)
                 if not entries:
-                    entries = await self._read(">", block=None if burst else BLOCK_MS)
+                    entries = await self._read(stream, ">", block=None if burst else BLOCK_MS)
                 if not entries:
                     if burst:
                         return
                     continue
-                await self._persist(entries)
+                await self._persist(stream, entries)
                 backoff = 0.1
             except (RedisError, OSError, TimeoutError) as exc:
                 own_pending = True
                 # A Redis restarted without persistence comes back without the groups.
-                need_groups = isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
-                log.warning("persistence: %s; retrying in %.1fs", exc, backoff)
+                need_group = isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
+                log.warning("persistence of %s: %s; retrying in %.1fs", stream, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
             except Exception:
                 # Postgres errors and anything unforeseen: keep the entries pending, retry.
                 own_pending = True
-                log.exception("persistence failed; retrying in %.1fs", backoff)
+                log.exception("persistence of %s failed; retrying in %.1fs", stream, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    async def _read(self, start: str, *, block: int | None) -> list[Entry]:
-        # redis-py types replies loosely: [[stream, [(entry_id, {field: value})]]] or None.
+    async def _read(self, stream: str, start: str, *, block: int | None) -> list[Entry]:
+        # One stream per command: one hash slot. redis-py types replies loosely:
+        # [[stream, [(entry_id, {field: value})]]] or None.
         reply: Any = await self.redis.xreadgroup(
             CONSUMER_GROUP,
             self.name,
-            dict.fromkeys(self.streams, start),
+            {stream: start},
             count=self.batch,
             block=block,
         )
         return [
             _entry(stream, entry_id, fields)
-            for stream, items in (reply or [])
+            for _, items in (reply or [])
             for entry_id, fields in items
             if fields  # an entry deleted while pending comes back with no fields
         ]
 
-    async def _reclaim(self) -> list[Entry]:
-        entries: list[Entry] = []
-        for stream in self.streams:
-            reply: Any = await self.redis.xautoclaim(
-                stream,
-                CONSUMER_GROUP,
-                self.name,
-                min_idle_time=self.reclaim_idle_ms,
-                start_id="0-0",
-                count=self.batch,
-            )
-            entries.extend(_entry(stream, entry_id, fields) for entry_id, fields in reply[1] if fields)
-        return entries
+    async def _reclaim(self, stream: str) -> list[Entry]:
+        reply: Any = await self.redis.xautoclaim(
+            stream,
+            CONSUMER_GROUP,
+            self.name,
+            min_idle_time=self.reclaim_idle_ms,
+            start_id="0-0",
+            count=self.batch,
+        )
+        return [_entry(stream, entry_id, fields) for entry_id, fields in reply[1] if fields]
 
-    async def _persist(self, entries: list[Entry]) -> None:
+    async def _persist(self, stream: str, entries: list[Entry]) -> None:
+        """Store a batch read from `stream`, then set aside and acknowledge it there."""
         messages = [e.message for e in entries if e.message is not None]
         try:
             refused = await self.store.insert(messages)
@@ -177,18 +209,20 @@ class PersistenceWorker:
         # After the inserts: a withdrawal follows its message in the stream.
         await self.store.withdraw([e.withdrawal for e in entries if e.withdrawal is not None])
         dead = [e for e in entries if e.undecodable or (e.message is not None and e.message.id in refused)]
+        # One pipeline, one partition: the dead-letter stream carries the ingest stream's tag,
+        # and a channel's `seq` and `epoch` carry its partition's tag, which is the stream's
+        # (the publish script wrote the entry there).
+        ids = [e.entry_id for e in entries]
         async with self.redis.pipeline(transaction=False) as pipe:
             for e in dead:
-                pipe.xadd(self.keys.dead_letter(e.stream), {b"id": e.entry_id, **e.fields})
+                pipe.xadd(self.keys.dead_letter(stream), {b"id": e.entry_id, **e.fields})
             for channel in {e.message.channel for e in dead if e.message is not None}:
                 # Its sequence went back: drop it so that the next publish re-seeds it above
                 # what Postgres holds, under a new epoch (clients reload).
                 ck = self.keys.channel(Channel.parse(channel))
                 pipe.delete(ck.seq, ck.epoch)
-            for stream in {e.stream for e in entries}:
-                ids = [e.entry_id for e in entries if e.stream == stream]
-                pipe.xack(stream, CONSUMER_GROUP, *ids)
-                pipe.xdel(stream, *ids)
+            pipe.xack(stream, CONSUMER_GROUP, *ids)
+            pipe.xdel(stream, *ids)
             await pipe.execute()
         for e in dead:
             log.error(

@@ -1,0 +1,118 @@
+"""The gateway's limits at work: Origin check, rate limit, keepalive, and drain."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import os
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
+
+from realtime.client import Client
+from realtime.errors import CloseCode
+from realtime.invalidation import announce
+from realtime.settings import Settings
+from tests.conftest import Gateway, running_gateway
+
+pytestmark = pytest.mark.usefixtures("demo_families")
+
+JSON = [Subprotocol("procreche.v1.json")]
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [("{own}", True), (None, True), ("http://evil.example", False), ("null", False), ("http://127.0.0.1.evil", False)],
+)
+async def test_the_origin_is_checked_at_the_handshake(gateway: Gateway, origin: str | None, allowed: bool) -> None:
+    headers = {} if origin is None else {"Origin": origin.format(own=gateway.base)}
+    if allowed:
+        async with connect(gateway.ws, subprotocols=JSON, additional_headers=headers):
+            return
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(gateway.ws, subprotocols=JSON, additional_headers=headers):
+            pass
+    assert refused.value.response.status_code == 403
+    assert json.loads(refused.value.response.body or b"{}")["code"] == "origin_not_allowed"
+
+
+async def test_listed_origins_are_allowed(settings: Settings) -> None:
+    configured = dataclasses.replace(settings, allowed_origins=frozenset({"https://app.creche.example"}))
+    async with (
+        running_gateway(configured) as gw,
+        connect(gw.ws, subprotocols=JSON, additional_headers={"Origin": "https://app.creche.example"}),
+    ):
+        pass
+
+
+async def test_a_connection_over_its_rate_gets_an_error_then_is_closed(settings: Settings) -> None:
+    async with running_gateway(dataclasses.replace(settings, rate_per_second=2, rate_burst=5)) as gw:
+        token = await gw.login("martin@demo.test")
+        async with Client.connect(gw.ws, token) as client:
+            for n in range(10):
+                await client.send_raw(json.dumps({"op": "unsubscribe", "rid": n, "channel": "family:1"}))
+            frames = []
+            while (frame := await client.next_push()) and frame.get("rid") is not None:
+                frames.append(frame)
+            assert frame["error"]["code"] == "rate_limited"
+            await asyncio.wait_for(client.ws.wait_closed(), 5)
+            assert client.ws.close_code == CloseCode.RATE_LIMITED
+
+
+async def test_a_peer_that_stops_answering_pings_is_closed(settings: Settings) -> None:
+    async with running_gateway(
+        dataclasses.replace(settings, ping_interval_seconds=0.3, idle_timeout_seconds=0.8)
+    ) as gw:
+        host, port = gw.ws.removeprefix("ws://").split("/")[0].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Protocol: procreche.v1.json\r\n\r\n"
+            ).encode()
+        )
+        await reader.readuntil(b"\r\n\r\n")
+        # Read (so the pings arrive) but never answer them: the server must give up.
+        data = b""
+        async with asyncio.timeout(10):
+            while chunk := await reader.read(4096):
+                data += chunk
+        assert b"\x89" in data  # it pinged
+        writer.close()
+
+
+async def test_a_drained_gateway_sends_clients_elsewhere_and_loses_nothing(
+    settings: Settings, demo_families: dict[str, int]
+) -> None:
+    household = f"family:{demo_families['Famille Martin']}"
+    quick = dataclasses.replace(settings, drain_grace_seconds=0.5, gateway_name="gw-a")
+    async with running_gateway(quick) as a, running_gateway(dataclasses.replace(settings, gateway_name="gw-b")) as b:
+        token = await a.login("martin@demo.test")
+        staff_token = await b.login("staff@demo.test")
+        async with Client.connect(a.ws, token) as parent, Client.connect(b.ws, staff_token) as staff:
+            await parent.subscribe(household)
+            first = await staff.publish(household, "avant la maintenance")
+            seen = (await parent.next_push())["seq"]
+            assert seen == first["seq"]
+            await announce(a.services.redis, a.services.keys, drain=["gw-a"])
+            assert await parent.next_push() == {"op": "reconnect"}
+            # gw-b was not named: it keeps serving.
+            assert not b.services.draining.is_set()
+            assert (await a.http.get("/healthz")).status_code == 503
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(a.ws, subprotocols=JSON):
+                    pass
+            assert refused.value.response.status_code == 503
+            during = [(await staff.publish(household, f"pendant {i}"))["seq"] for i in range(3)]
+            await asyncio.wait_for(parent.ws.wait_closed(), 5)
+            assert parent.ws.close_code == CloseCode.SERVICE_RESTART
+            assert a.services.drained.is_set()
+        async with Client.connect(b.ws, token) as parent:
+            await parent.subscribe(household, since=seen)
+            assert [m["seq"] for m in await parent.pushes_until(len(during))] == during
