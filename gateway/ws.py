@@ -20,6 +20,7 @@ from gateway.problems import problem
 from gateway.services import Services
 from gateway.wsproto import SINK_EXTENSION
 from realtime.accounts import SessionUser
+from realtime.bus import Backlog
 from realtime.channels import Channel
 from realtime.codec import choose
 from realtime.errors import CloseCode, Forbidden, NotFound, Throttled, Unauthenticated, client_error, terms_not_accepted
@@ -248,6 +249,10 @@ class Session:
         try:
             await services.live.ensure(channel.name)
             backlog = await services.bus.backlog(channel, request.since, services.settings.resume_limit)
+            if request.since is not None and request.epoch is not None and request.epoch != backlog.epoch:
+                # The client counted `since` in an epoch Redis lost: its position means
+                # nothing now. No backlog; `recovered: false` tells it to reload (history).
+                backlog = Backlog([], backlog.head, backlog.epoch, recovered=False)
         except BaseException:
             await self._drop(sub)
             raise

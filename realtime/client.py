@@ -106,10 +106,12 @@ class Client:
             raise ReplyError(reply["error"]["code"], reply["error"]["message"])
         return reply
 
-    async def subscribe(self, channel: str, since: int | None = None) -> dict[str, Any]:
+    async def subscribe(self, channel: str, since: int | None = None, epoch: str | None = None) -> dict[str, Any]:
         fields: dict[str, Any] = {"channel": channel}
         if since is not None:
             fields["since"] = since
+        if epoch is not None:
+            fields["epoch"] = epoch
         return await self.request("subscribe", **fields)
 
     async def publish(

@@ -47,6 +47,8 @@ class Subscribe:
     rid: Rid
     channel: Channel
     since: int | None
+    # The epoch `since` was counted in: if the channel's epoch changed, `since` means nothing.
+    epoch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +132,10 @@ def _parse(frame: dict[str, Any], rid: Rid) -> Request:
         since = frame.get("since")
         if since is not None and (isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_SEQ):
             raise BadRequest("'since' must be a non-negative integer", code="bad_frame")
-        return Subscribe(rid, Channel.parse(frame.get("channel")), since)
+        epoch = frame.get("epoch")
+        if epoch is not None and (not isinstance(epoch, str) or len(epoch) > 64):
+            raise BadRequest("'epoch' must be a string of at most 64 characters", code="bad_frame")
+        return Subscribe(rid, Channel.parse(frame.get("channel")), since, epoch)
     if op == "unsubscribe":
         return Unsubscribe(rid, Channel.parse(frame.get("channel")))
     if op == "history":

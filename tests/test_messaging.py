@@ -206,3 +206,30 @@ async def test_the_same_frames_work_in_msgpack(gateway: Gateway, martin_family: 
         ack = await staff.publish(martin_family, "en binaire")
         push = await parent.next_push()
         assert (push["seq"], push["body"]["text"]) == (ack["seq"], "en binaire")
+
+
+async def test_a_resume_across_an_epoch_change_asks_the_client_to_reload(
+    gateway: Gateway, martin_family: str, redis: Redis
+) -> None:
+    """Redis lost the channel: its sequence is re-seeded under a new epoch, and a client
+    resuming with the old epoch is told its position means nothing (recovered: false)."""
+    token = await gateway.login("martin@demo.test")
+    async with Client.connect(gateway.ws, await gateway.login("staff@demo.test")) as staff:
+        await staff.publish(martin_family, "avant")
+        async with Client.connect(gateway.ws, token) as parent:
+            before = await parent.subscribe(martin_family, since=0)
+            await parent.next_push()
+            # Same epoch: a normal resume.
+        async with Client.connect(gateway.ws, token) as parent:
+            same = await parent.subscribe(martin_family, since=1, epoch=before["epoch"])
+            assert (same["recovered"], same["epoch"]) == (True, before["epoch"])
+        ck = gateway.services.keys.channel(Channel.parse(martin_family))
+        await redis.delete(ck.seq, ck.epoch, ck.history)
+        after = await staff.publish(martin_family, "après la perte de Redis")
+    async with Client.connect(gateway.ws, token) as parent:
+        reply = await parent.subscribe(martin_family, since=1, epoch=before["epoch"])
+        assert reply["epoch"] != before["epoch"]
+        assert reply["recovered"] is False
+        assert reply["seq"] == after["seq"]
+        with pytest.raises(TimeoutError):
+            await parent.next_push(timeout=0.3)
