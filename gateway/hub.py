@@ -42,7 +42,7 @@ class Outgoing:
 
     @classmethod
     def of(cls, message: Message) -> Outgoing:
-        return cls(message.frame(), message.seq, message.children)
+        return cls(message.frame(), message.seq, message.concerns)
 
     @classmethod
     def withdrawal(cls, channel: str, message_id: str) -> Outgoing:

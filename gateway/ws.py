@@ -33,6 +33,7 @@ from realtime.permissions import (
     StructureFacts,
     account,
     channel_children,
+    may_post_kind,
     may_publish,
     may_subscribe,
     may_tag,
@@ -267,7 +268,7 @@ class Session:
             )
         )
         for message in backlog.messages:
-            if sees(self.principal, structure, message.children, message.withdrawn):
+            if sees(self.principal, structure, message.concerns, message.withdrawn):
                 self.sink.write(Outgoing.of(message).frame(self.protocol.codec))
         services.hub.go_live(sub, backlog.head)
 
@@ -293,6 +294,7 @@ class Session:
         facts = await self._facts(channel)
         self._check(may_publish(self.principal, channel, facts))
         body = validate_body(request.body)
+        self._check(may_post_kind(self.principal, facts, body))
         if request.children:
             await self._check_tags(facts, request.children)
         author = Author(self.principal.user_id, self.principal.name)
@@ -307,7 +309,7 @@ class Session:
         self._check(may_subscribe(self.principal, request.channel, facts))
         page = await self.services.bus.history_before(request.channel, request.before, request.limit)
         structure = structure_of(facts)
-        visible = [m for m in page if sees(self.principal, structure, m.children, m.withdrawn)]
+        visible = [m for m in page if sees(self.principal, structure, m.concerns, m.withdrawn)]
         self.send(
             self.protocol.reply(
                 request.rid,

@@ -12,12 +12,11 @@ from typing import Any
 
 import msgpack
 
-from realtime.errors import BadRequest
+from realtime import bodies
+from realtime.bodies import MAX_TEXT as MAX_TEXT
 
-MAX_TEXT = 10_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
-BODY_KINDS = frozenset({"text"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +36,12 @@ class Message:
     msg_id: str
     children: tuple[int, ...] = field(default=())
     withdrawn: bool = False
+
+    @property
+    def concerns(self) -> tuple[int, ...]:
+        """Every child this message is about: its tags, and a daily report's child. A
+        guardian who may not consult one of them does not receive it."""
+        return self.children + bodies.concerns(self.body)
 
     def frame(self) -> dict[str, Any]:
         frame: dict[str, Any] = {
@@ -93,20 +98,5 @@ def unpack_record(seq: int, data: bytes) -> Message:
 
 
 def validate_body(body: object) -> dict[str, Any]:
-    """The body of a publish, checked field by field; anything unknown is refused."""
-    if not isinstance(body, dict):
-        raise BadRequest("body must be an object", code="bad_body")
-    kind = body.get("kind")
-    if not isinstance(kind, str) or kind not in BODY_KINDS:
-        raise BadRequest(f"body kind must be one of {sorted(BODY_KINDS)}", code="bad_body")
-    text = body.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise BadRequest("a text body needs non-empty 'text'", code="bad_body")
-    if len(text) > MAX_TEXT:
-        raise BadRequest(f"text is longer than {MAX_TEXT} characters", code="bad_body")
-    if "\x00" in text:
-        # PostgreSQL's jsonb cannot store U+0000.
-        raise BadRequest("text must not contain U+0000", code="bad_body")
-    if set(body) - {"kind", "text"}:
-        raise BadRequest("unknown fields in body", code="bad_body")
-    return {"kind": "text", "text": text}
+    """The body of a publish, checked field by field (realtime.bodies); unknown fields refused."""
+    return bodies.validate(body)

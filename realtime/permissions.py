@@ -190,6 +190,27 @@ def may_publish(p: Principal, channel: Channel, facts: ChannelFacts) -> Decision
     return FORBIDDEN
 
 
+def may_post_kind(p: Principal, facts: ChannelFacts, body: Mapping[str, object]) -> Decision:
+    """Where each kind of body may go (after `may_publish`): announcements to a group or the
+    structure; a child's daily report, by staff, to that child's channel or one of their
+    households; text anywhere."""
+    kind = body.get("kind")
+    if kind == "announcement":
+        if isinstance(facts, GroupFacts | StructureFacts):
+            return ALLOW
+        return deny("kind_not_allowed", "announcements go to a group or the whole structure")
+    if kind == "daily_report":
+        if structure_of(facts) not in p.staff_of:
+            return FORBIDDEN
+        child = body.get("child")
+        if (isinstance(facts, ChildFacts) and facts.id == child) or (
+            isinstance(facts, FamilyFacts) and child in facts.child_ids
+        ):
+            return ALLOW
+        return deny("kind_not_allowed", "a daily report goes to its child's channel or one of their households")
+    return ALLOW
+
+
 def may_withdraw(p: Principal, facts: ChannelFacts, author_id: int) -> Decision:
     """Staff withdraw any message of their structure (moderation); anyone withdraws what
     they wrote themselves. Others: refused."""

@@ -26,6 +26,7 @@ from realtime.permissions import (
     UserFacts,
     channel_children,
     may_administer,
+    may_post_kind,
     may_publish,
     may_sign_consent,
     may_subscribe,
@@ -837,3 +838,32 @@ def test_staff_withdraw_any_message_of_their_structure_and_authors_their_own() -
     assert may_withdraw(elsewhere, facts, author_id=2) == FORBIDDEN
     assert may_withdraw(author, None, author_id=2) == FORBIDDEN
     assert may_withdraw(Principal(2, "Parent", disabled=True), facts, author_id=2).code == "account_disabled"
+
+
+@pytest.mark.rule("P8")
+def test_announcements_go_to_groups_and_the_structure_only() -> None:
+    body = {"kind": "announcement", "title": "Fermeture", "text": "Vendredi"}
+    staff = Principal(1, "Staff", staff_of=frozenset({STRUCTURE}))
+    assert may_post_kind(staff, GroupFacts(1, STRUCTURE, frozenset()), body).allowed
+    assert may_post_kind(staff, StructureFacts(STRUCTURE), body).allowed
+    for facts in (FamilyFacts(FAMILY, STRUCTURE, True, frozenset({CHILD})), ChildFacts(CHILD, STRUCTURE)):
+        assert may_post_kind(staff, facts, body).code == "kind_not_allowed"
+    assert may_post_kind(staff, ChildFacts(CHILD, STRUCTURE), {"kind": "text", "text": "x"}).allowed
+
+
+@pytest.mark.rule("P9")
+def test_a_daily_report_goes_by_staff_to_its_childs_channel_or_household() -> None:
+    body = {"kind": "daily_report", "child": CHILD, "date": "2026-11-25"}
+    staff = Principal(1, "Staff", staff_of=frozenset({STRUCTURE}))
+    household = FamilyFacts(FAMILY, STRUCTURE, True, frozenset({CHILD}))
+    assert may_post_kind(staff, ChildFacts(CHILD, STRUCTURE), body).allowed
+    assert may_post_kind(staff, household, body).allowed
+    assert may_post_kind(staff, ChildFacts(SIBLING, STRUCTURE), body).code == "kind_not_allowed"
+    assert may_post_kind(staff, FamilyFacts(OTHER_FAMILY, STRUCTURE, True, frozenset({SIBLING})), body).code == (
+        "kind_not_allowed"
+    )
+    assert may_post_kind(staff, GroupFacts(1, STRUCTURE, frozenset({CHILD})), body).code == "kind_not_allowed"
+    parent = Principal(2, "Parent", households=frozenset({FAMILY}))
+    assert may_post_kind(parent, household, body) == FORBIDDEN
+    elsewhere = Principal(3, "Other staff", staff_of=frozenset({OTHER_STRUCTURE}))
+    assert may_post_kind(elsewhere, household, body) == FORBIDDEN
