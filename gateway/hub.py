@@ -18,6 +18,8 @@ from realtime.errors import CloseCode
 from realtime.messages import Message
 
 MAX_PENDING = 10_000
+ALL, STAFF, PRESENCE = "all", "staff", "presence"
+AUDIENCES = {"a": ALL, "s": STAFF, "p": PRESENCE}
 
 
 class Sink(Protocol):
@@ -32,12 +34,17 @@ class Outgoing:
     """A frame on its way out to a channel's subscribers, encoded at most once per wire
     format. A message has a `seq`; an event (a withdrawal) has none and is never skipped."""
 
-    __slots__ = ("_body", "_frames", "children", "seq")
+    __slots__ = ("_body", "_frames", "audience", "children", "seq")
 
-    def __init__(self, body: dict[str, Any], seq: int | None = None, children: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, body: dict[str, Any], seq: int | None = None, children: tuple[int, ...] = (), audience: str = ALL
+    ) -> None:
         self._body = body
         self.seq = seq
         self.children = children
+        # Who receives it: everyone (ALL), the channel's staff (read positions in a group),
+        # or the subscribers who asked for presence events (PRESENCE).
+        self.audience = audience
         self._frames: dict[str, bytes] = {}
 
     @classmethod
@@ -47,6 +54,11 @@ class Outgoing:
     @classmethod
     def withdrawal(cls, channel: str, message_id: str) -> Outgoing:
         return cls({"op": "withdrawn", "channel": channel, "id": message_id})
+
+    @classmethod
+    def event(cls, body: dict[str, Any], audience: str) -> Outgoing:
+        """A transient event (read position, typing, presence): never stored, no seq."""
+        return cls(body, audience=audience)
 
     def frame(self, codec: Codec) -> bytes:
         frame = self._frames.get(codec.subprotocol)
@@ -65,8 +77,12 @@ class Subscriber:
     pending: list[Outgoing] | None = field(default_factory=list)
     # Children whose content this viewer must not receive (theirs, without consultation).
     hidden: frozenset[int] = frozenset()
+    staff: bool = False
+    presence: bool = False  # asked for presence events at subscribe
 
     def sees(self, out: Outgoing) -> bool:
+        if out.audience is not ALL and not (self.staff if out.audience is STAFF else self.presence):
+            return False
         return not (self.hidden and out.children and not self.hidden.isdisjoint(out.children))
 
 
@@ -117,8 +133,8 @@ class Hub:
                 if seq <= sub.last_seq:
                     continue
                 sub.last_seq = seq
-                if not sub.sees(out):
-                    continue
+            if not sub.sees(out):
+                continue
             sink = sub.sink
             sink.write(out.frame(sub.codec))
             if sink.buffered() > limit:
@@ -131,9 +147,9 @@ class Hub:
         sub.last_seq = last_seq
         pending, sub.pending = sub.pending or [], None
         for out in pending:
-            if out.seq is None:
-                sub.sink.write(out.frame(sub.codec))
-            elif out.seq > sub.last_seq:
+            if out.seq is not None:
+                if out.seq <= sub.last_seq:
+                    continue
                 sub.last_seq = out.seq
-                if sub.sees(out):
-                    sub.sink.write(out.frame(sub.codec))
+            if sub.sees(out):
+                sub.sink.write(out.frame(sub.codec))

@@ -10,16 +10,18 @@ the record), and this feed reconnects with a fresh subscription set.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from gateway.hub import Hub, Outgoing
+from gateway.hub import AUDIENCES, Hub, Outgoing
 from realtime.errors import Unavailable
 from realtime.invalidation import Change
 from realtime.keys import Keys
@@ -40,8 +42,13 @@ class LiveFeed:
         self.on_lost = on_lost
         self.on_change = on_change
         self._pubsub: PubSub | None = None
+        # Redis answers SUBSCRIBE and UNSUBSCRIBE in the order they were sent: the state is
+        # driven by those answers only, each SUBSCRIBE has its own waiter (first in, first
+        # answered), and UNSUBSCRIBEs not answered yet are counted, so that a late answer to
+        # an old SUBSCRIBE can never make us believe a channel is followed when it is not.
         self._confirmed: set[str] = set()
-        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._waiting: dict[str, collections.deque[asyncio.Future[None]]] = {}
+        self._unsubscribing: collections.Counter[str] = collections.Counter()
         self._lock = asyncio.Lock()
         self._ready = asyncio.Event()
 
@@ -60,16 +67,21 @@ class LiveFeed:
 
     async def ensure(self, channel: str) -> None:
         """Return once Redis confirms the subscription: from then on no PUBLISH is missed."""
-        if channel in self._confirmed:
+        waiters = self._waiting.get(channel)
+        unsubscribing = self._unsubscribing[channel] > 0
+        if channel in self._confirmed and not unsubscribing and not waiters:
             return
-        waiter = self._waiting.get(channel)
-        if waiter is None:
+        if waiters and not unsubscribing:
+            # A SUBSCRIBE sent after every UNSUBSCRIBE is on its way: its answer suffices.
+            waiter = waiters[-1]
+        else:
             waiter = asyncio.get_running_loop().create_future()
-            self._waiting[channel] = waiter
+            waiters = self._waiting.setdefault(channel, collections.deque())
+            waiters.append(waiter)
             try:
                 await self._command("subscribe", channel)
             except BaseException:
-                self._waiting.pop(channel, None)
+                waiters.remove(waiter)
                 raise
         try:
             await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_TIMEOUT)
@@ -78,9 +90,13 @@ class LiveFeed:
 
     async def release(self, channel: str) -> None:
         """The last local subscriber left: stop receiving the channel."""
-        self._confirmed.discard(channel)
-        with contextlib.suppress(RedisError, OSError, Unavailable):
+        self._unsubscribing[channel] += 1
+        try:
             await self._command("unsubscribe", channel)
+        except (RedisError, OSError, Unavailable):
+            self._unsubscribing[channel] -= 1
+            if self._unsubscribing[channel] <= 0:
+                del self._unsubscribing[channel]
 
     async def _command(self, verb: str, channel: str) -> None:
         pubsub = self._pubsub
@@ -112,9 +128,13 @@ class LiveFeed:
             finally:
                 self._pubsub = None
                 self._confirmed.clear()
-                for waiter in self._waiting.values():
-                    if not waiter.done():
-                        waiter.set_exception(Unavailable("the live feed was lost"))
+                self._unsubscribing.clear()
+                for waiters in self._waiting.values():
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_exception(Unavailable("the live feed was lost"))
+                            # Retrieved here: its awaiter may be gone (cancelled, timed out).
+                            waiter.exception()
                 self._waiting.clear()
                 await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
             self.on_lost()
@@ -135,13 +155,24 @@ class LiveFeed:
             head, _, rest = message["data"].partition(b" ")
             if head == b"w":
                 self.hub.deliver(channel, Outgoing.withdrawal(channel, rest.decode()))
+            elif head[:1] == b"e" and (audience := AUDIENCES.get(head[1:].decode())) is not None:
+                self.hub.deliver(channel, Outgoing.event(msgpack.unpackb(rest), audience))
             else:
                 self.hub.deliver(channel, Outgoing.of(unpack_record(int(head), rest)))
         elif kind == "subscribe":
             self._confirmed.add(channel)
-            waiter = self._waiting.pop(channel, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            waiters = self._waiting.get(channel)
+            if waiters:
+                waiter = waiters.popleft()
+                if not waiters:
+                    del self._waiting[channel]
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif kind == "unsubscribe":
+            self._confirmed.discard(channel)
+            self._unsubscribing[channel] -= 1
+            if self._unsubscribing[channel] <= 0:
+                del self._unsubscribing[channel]
 
 
 def _text(value: bytes | str) -> str:

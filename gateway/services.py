@@ -19,11 +19,15 @@ from realtime.bus import Bus
 from realtime.consent import Consents
 from realtime.database import Pool, migrate, open_pool
 from realtime.directory import Directory
-from realtime.errors import CloseCode
+from realtime.errors import CloseCode, Unavailable
 from realtime.invalidation import Change
 from realtime.keys import Keys
 from realtime.message_store import MessageStore
 from realtime.passwords import Passwords
+from realtime.presence import REFRESH_SECONDS as PRESENCE_REFRESH_SECONDS
+from realtime.presence import Presence
+from realtime.presence import member as presence_member
+from realtime.receipts import Receipts
 from realtime.redis_client import open_redis
 from realtime.settings import Settings
 
@@ -44,6 +48,8 @@ class Services:
     consents: Consents
     sessions: SessionRegistry
     facts: FactsCache
+    receipts: Receipts
+    presence: Presence
     # Set when a drain starts (no new WebSocket, /healthz 503) and when it is complete.
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
@@ -110,9 +116,30 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             consents=Consents(pool, directory, bus),
             sessions=sessions,
             facts=facts,
+            receipts=Receipts(pool),
+            presence=Presence(redis, keys),
         )
+        refresher = asyncio.create_task(_refresh_presence(services))
         try:
             async with live.running():
                 yield services
         finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
             await sessions.aclose()
+
+
+async def _refresh_presence(services: Services) -> None:
+    """Keep this gateway's household connections present; a dead gateway's entries expire."""
+    while True:
+        await asyncio.sleep(PRESENCE_REFRESH_SECONDS)
+        present: dict[str, set[str]] = {}
+        for session in services.sessions.all():
+            for channel in session.channels():
+                if channel.startswith("family:"):
+                    present.setdefault(channel, set()).add(presence_member(session.user_id, session.name))
+        try:
+            await services.presence.here(present)
+        except Unavailable:
+            log.warning("presence refresh failed; retrying at the next round")

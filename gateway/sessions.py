@@ -18,6 +18,7 @@ log = logging.getLogger("procreche.sessions")
 
 class LiveSession(Protocol):
     user_id: int
+    name: str
     token_hash: bytes
 
     def channels(self) -> Iterable[str]: ...

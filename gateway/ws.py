@@ -9,6 +9,7 @@ with no other delivery in between.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -23,32 +24,49 @@ from realtime.accounts import SessionUser
 from realtime.bus import Backlog
 from realtime.channels import Channel
 from realtime.codec import choose
-from realtime.errors import CloseCode, Forbidden, NotFound, Throttled, Unauthenticated, client_error, terms_not_accepted
+from realtime.errors import (
+    CloseCode,
+    Forbidden,
+    NotFound,
+    Throttled,
+    Unauthenticated,
+    Unavailable,
+    client_error,
+    terms_not_accepted,
+)
 from realtime.messages import Author, validate_body
 from realtime.origins import origin_allowed
 from realtime.permissions import (
     ChannelFacts,
     Decision,
+    FamilyFacts,
     Principal,
     StructureFacts,
     account,
     channel_children,
+    household_only,
     may_post_kind,
     may_publish,
+    may_see_receipts,
     may_subscribe,
     may_tag,
     may_withdraw,
     sees,
     structure_of,
 )
+from realtime.presence import member as presence_member
 from realtime.protocol import (
     Auth,
     History,
+    Presence,
     Publish,
+    Read,
+    Receipts,
     Request,
     RequestError,
     ServerProtocol,
     Subscribe,
+    Typing,
     Unsubscribe,
     Withdraw,
 )
@@ -69,6 +87,7 @@ class Session:
         self.protocol = protocol
         self.principal: Principal | None = None
         self.user_id = 0
+        self.name = ""
         self.token_hash = b""
         self.subscriptions: dict[str, Subscriber] = {}
         # Requests and re-checks of rights (announced changes) never interleave.
@@ -177,6 +196,7 @@ class Session:
             return False
         self.principal = principal
         self.user_id = user.user_id
+        self.name = principal.name
         self.token_hash = user.token_hash
         self.protocol.authenticated()
         self.send(self.protocol.reply(request.rid, user=user.public()))
@@ -203,6 +223,9 @@ class Session:
                 error = client_error(exc)
                 if error.code == "internal":
                     log.exception("request failed")
+                elif error.retry:
+                    # A backing server's trouble: say which, for the operator.
+                    log.warning("request answered %s: %r", error.code, exc.__cause__ or exc)
                 self.send(self.protocol.error(rid, error))
 
     async def _dispatch(self, request: Request) -> None:
@@ -216,6 +239,14 @@ class Session:
             await self._history(request)
         elif isinstance(request, Withdraw):
             await self._withdraw(request)
+        elif isinstance(request, Read):
+            await self._read(request)
+        elif isinstance(request, Receipts):
+            await self._receipts(request)
+        elif isinstance(request, Typing):
+            await self._typing(request)
+        elif isinstance(request, Presence):
+            await self._presence(request)
         else:  # the protocol admits auth only before this point
             raise TypeError(f"unexpected request {request!r}")
 
@@ -244,7 +275,14 @@ class Session:
             raise Forbidden(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection", code="too_many_subscriptions")
         services = self.services
         structure = structure_of(facts)
-        sub = Subscriber(self.sink, self.protocol.codec, channel.name, hidden=self._hidden_for(facts))
+        sub = Subscriber(
+            self.sink,
+            self.protocol.codec,
+            channel.name,
+            hidden=self._hidden_for(facts),
+            staff=structure in self.principal.staff_of,
+            presence=request.presence,
+        )
         self.subscriptions[channel.name] = sub
         services.hub.add(sub)
         try:
@@ -271,6 +309,8 @@ class Session:
             if sees(self.principal, structure, message.concerns, message.withdrawn):
                 self.sink.write(Outgoing.of(message).frame(self.protocol.codec))
         services.hub.go_live(sub, backlog.head)
+        if isinstance(facts, FamilyFacts):
+            await self._announce_presence(channel, online=True)
 
     async def _unsubscribe(self, request: Unsubscribe) -> None:
         sub = self.subscriptions.get(request.channel.name)
@@ -283,6 +323,16 @@ class Session:
         self.subscriptions.pop(sub.channel, None)
         if self.services.hub.remove(sub):
             await self.services.live.release(sub.channel)
+        if sub.channel.startswith("family:") and not self._elsewhere_here(sub.channel):
+            with contextlib.suppress(Unavailable):
+                await self._announce_presence(Channel.parse(sub.channel), online=False)
+
+    def _elsewhere_here(self, channel: str) -> bool:
+        """Another connection of this user, on this gateway, still follows the channel."""
+        return any(
+            s is not self and s.user_id == self.user_id and channel in s.channels()
+            for s in self.services.sessions.all()
+        )
 
     async def _unsubscribe_all(self) -> None:
         for sub in list(self.subscriptions.values()):
@@ -331,6 +381,53 @@ class Session:
         staff = structure_of(facts) in self.principal.staff_of
         await self.services.bus.withdraw(request.channel, message.id, "moderation" if staff else "author")
         self.send(self.protocol.reply(request.rid, channel=request.channel.name, id=message.id))
+
+    def _me(self) -> dict[str, Any]:
+        return {"id": self.user_id, "name": self.name}
+
+    async def _read(self, request: Read) -> None:
+        assert self.principal is not None
+        facts = await self._facts(request.channel)
+        self._check(may_subscribe(self.principal, request.channel, facts))
+        if await self.services.receipts.mark(request.channel.name, self.user_id, request.seq):
+            event = {"op": "read", "channel": request.channel.name, "user": self._me(), "seq": request.seq}
+            await self.services.bus.event(
+                request.channel, event, audience="a" if isinstance(facts, FamilyFacts) else "s"
+            )
+        self.send(self.protocol.reply(request.rid, channel=request.channel.name, seq=request.seq))
+
+    async def _receipts(self, request: Receipts) -> None:
+        assert self.principal is not None
+        facts = await self._facts(request.channel)
+        self._check(may_see_receipts(self.principal, request.channel, facts))
+        receipts = await self.services.receipts.of(request.channel.name)
+        self.send(self.protocol.reply(request.rid, channel=request.channel.name, receipts=receipts))
+
+    async def _typing(self, request: Typing) -> None:
+        assert self.principal is not None
+        facts = await self._facts(request.channel)
+        self._check(may_publish(self.principal, request.channel, facts))
+        self._check(household_only(request.channel, facts))
+        event = {"op": "typing", "channel": request.channel.name, "user": self._me()}
+        await self.services.bus.event(request.channel, event, audience="a")
+        self.send(self.protocol.reply(request.rid, channel=request.channel.name))
+
+    async def _presence(self, request: Presence) -> None:
+        assert self.principal is not None
+        facts = await self._facts(request.channel)
+        self._check(may_subscribe(self.principal, request.channel, facts))
+        self._check(household_only(request.channel, facts))
+        users = await self.services.presence.present(request.channel)
+        self.send(self.protocol.reply(request.rid, channel=request.channel.name, users=users))
+
+    async def _announce_presence(self, channel: Channel, online: bool) -> None:
+        presence = self.services.presence
+        if online:
+            await presence.here({channel.name: {presence_member(self.user_id, self.name)}})
+        else:
+            await presence.gone(channel, self.user_id, self.name)
+        event = {"op": "presence", "channel": channel.name, "user": self._me(), "online": online}
+        await self.services.bus.event(channel, event, audience="p")
 
     async def _check_tags(self, facts: ChannelFacts, children: tuple[int, ...]) -> None:
         """Image rights, checked against consents read now (never from a cache): a revoked

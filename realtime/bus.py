@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import msgpack
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
@@ -118,6 +119,15 @@ class Bus:
         except RedisError as exc:
             raise Unavailable("the message bus is unavailable") from exc
         return bool(done)
+
+    async def event(self, channel: Channel, frame: dict[str, Any], *, audience: str) -> None:
+        """A transient event to the channel's live subscribers (every gateway), not stored.
+        `audience`: "a" everyone, "s" the channel's staff, "p" who asked for presence."""
+        payload = b"e" + audience.encode() + b" " + msgpack.packb(frame)
+        try:
+            await self.redis.publish(self.keys.channel(channel).live, payload)
+        except RedisError as exc:
+            raise Unavailable("the message bus is unavailable") from exc
 
     async def history_tagging(self, channel: Channel, child_id: int) -> list[str]:
         """Ids of the messages in the channel's Redis history that tag the child."""

@@ -106,8 +106,12 @@ class Client:
             raise ReplyError(reply["error"]["code"], reply["error"]["message"])
         return reply
 
-    async def subscribe(self, channel: str, since: int | None = None, epoch: str | None = None) -> dict[str, Any]:
+    async def subscribe(
+        self, channel: str, since: int | None = None, epoch: str | None = None, presence: bool = False
+    ) -> dict[str, Any]:
         fields: dict[str, Any] = {"channel": channel}
+        if presence:
+            fields["presence"] = True
         if since is not None:
             fields["since"] = since
         if epoch is not None:

@@ -21,6 +21,7 @@ class ChannelKeys:
     ingest: str
     live: str
     withdrawn: str
+    presence: str
 
     def dedup(self, author_id: int, msg_id: str) -> str:
         # Keyed by author too: another user replaying someone's msg_id must not learn its seq.
@@ -42,6 +43,7 @@ class Keys:
             ingest=self.ingest(p),
             live=self.live(channel.name),
             withdrawn=f"{base}:withdrawn:{channel.name}",
+            presence=f"{base}:presence:{channel.name}",
         )
 
     def ingest(self, partition: int) -> str:

@@ -211,6 +211,23 @@ def may_post_kind(p: Principal, facts: ChannelFacts, body: Mapping[str, object])
     return ALLOW
 
 
+def may_see_receipts(p: Principal, channel: Channel, facts: ChannelFacts) -> Decision:
+    """In a household conversation each side sees the other's read position; elsewhere
+    (announcements, a child's feed) only staff see who has read what."""
+    if not (verdict := may_subscribe(p, channel, facts)).allowed:
+        return verdict
+    if isinstance(facts, FamilyFacts) or structure_of(facts) in p.staff_of:
+        return ALLOW
+    return FORBIDDEN
+
+
+def household_only(channel: Channel, facts: ChannelFacts) -> Decision:
+    """Typing indicators and presence exist in household conversations only."""
+    if isinstance(facts, FamilyFacts) and _matches(channel, facts):
+        return ALLOW
+    return deny("kind_not_allowed", "typing and presence exist in household channels only")
+
+
 def may_withdraw(p: Principal, facts: ChannelFacts, author_id: int) -> Decision:
     """Staff withdraw any message of their structure (moderation); anyone withdraws what
     they wrote themselves. Others: refused."""

@@ -49,6 +49,8 @@ class Subscribe:
     since: int | None
     # The epoch `since` was counted in: if the channel's epoch changed, `since` means nothing.
     epoch: str | None = None
+    # Receive presence events (who comes and goes) on this channel.
+    presence: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,34 @@ class Withdraw:
     id: str
 
 
-Request = Auth | Subscribe | Unsubscribe | Publish | History | Withdraw
+@dataclass(frozen=True, slots=True)
+class Read:
+    """The user has read the channel up to `seq`."""
+
+    rid: Rid
+    channel: Channel
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Receipts:
+    rid: Rid
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    rid: Rid
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    rid: Rid
+    channel: Channel
+
+
+Request = Auth | Subscribe | Unsubscribe | Publish | History | Withdraw | Read | Receipts | Typing | Presence
 
 
 class RequestError(Exception):
@@ -135,7 +164,10 @@ def _parse(frame: dict[str, Any], rid: Rid) -> Request:
         epoch = frame.get("epoch")
         if epoch is not None and (not isinstance(epoch, str) or len(epoch) > 64):
             raise BadRequest("'epoch' must be a string of at most 64 characters", code="bad_frame")
-        return Subscribe(rid, Channel.parse(frame.get("channel")), since, epoch)
+        presence = frame.get("presence", False)
+        if not isinstance(presence, bool):
+            raise BadRequest("'presence' must be true or false", code="bad_frame")
+        return Subscribe(rid, Channel.parse(frame.get("channel")), since, epoch, presence)
     if op == "unsubscribe":
         return Unsubscribe(rid, Channel.parse(frame.get("channel")))
     if op == "history":
@@ -146,6 +178,17 @@ def _parse(frame: dict[str, Any], rid: Rid) -> Request:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_HISTORY_PAGE:
             raise BadRequest(f"'limit' must be an integer from 1 to {MAX_HISTORY_PAGE}", code="bad_frame")
         return History(rid, Channel.parse(frame.get("channel")), before, limit)
+    if op == "read":
+        seq = frame.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
+            raise BadRequest("'seq' must be a positive integer", code="bad_frame")
+        return Read(rid, Channel.parse(frame.get("channel")), seq)
+    if op == "receipts":
+        return Receipts(rid, Channel.parse(frame.get("channel")))
+    if op == "typing":
+        return Typing(rid, Channel.parse(frame.get("channel")))
+    if op == "presence":
+        return Presence(rid, Channel.parse(frame.get("channel")))
     if op == "withdraw":
         return Withdraw(rid, Channel.parse(frame.get("channel")), _string(frame, "id", 64))
     if op == "publish":

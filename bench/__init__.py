@@ -1,0 +1,1 @@
+"""Measurements of procreche on real servers (see bench/capacity.py)."""

@@ -1,0 +1,113 @@
+"""The capacity harness (bench/capacity.py) in its quick mode: a test of the harness — it
+runs end to end on real servers, writes every metric and loses nothing — not of speed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HARNESS_TIMEOUT = 40.0
+
+PUBLISH_METRICS = (
+    "concurrency",
+    "publishes",
+    "publishes_per_s",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "redis_cpu_us_per_publish",
+    "client_cpu_us_per_publish",
+)
+FANOUT_METRICS = (
+    "clients",
+    "published",
+    "deliveries",
+    "expected_deliveries",
+    "deliveries_per_s",
+    "lost",
+    "duplicates",
+    "closed_connections",
+    "subscribe_retries",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "gateway_cpu_us_per_delivery",
+    "gateway_cpu_share",
+    "redis_cpu_share",
+    "machine_busy_share",
+)
+PERSISTENCE_METRICS = (
+    "workers",
+    "prefilled",
+    "rows",
+    "lost",
+    "left_in_ingest",
+    "rows_per_s",
+    "worker_cpu_us_per_row",
+    "postgres_cpu_us_per_row",
+)
+
+
+def numbers(record: dict[str, Any], names: tuple[str, ...]) -> None:
+    for name in names:
+        assert isinstance(record.get(name), int | float), f"{name} missing or not a number in {record}"
+
+
+async def test_quick_mode_writes_every_metric_and_loses_nothing(servers: tuple[str, str], tmp_path: Path) -> None:
+    database_url, redis_url = servers
+    out = tmp_path / "capacity.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.capacity",
+        "--quick",
+        "--out",
+        str(out),
+        "--database-url",
+        database_url,
+        "--redis-url",
+        redis_url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), HARNESS_TIMEOUT)
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await asyncio.wait_for(process.wait(), 10)
+    assert process.returncode == 0, output.decode(errors="replace")
+    assert "deliveries/s" in output.decode()
+
+    results = json.loads(out.read_text(encoding="utf-8"))
+    assert results["mode"] == "quick"
+    assert results["machine"]["cores"]
+    assert results["versions"]["redis_server"]
+    assert results["versions"]["postgresql"]
+
+    levels = results["publish"]["levels"]
+    assert [level["concurrency"] for level in levels] == list(results["sizes"]["publish_concurrency"])
+    for level in levels:
+        numbers(level, PUBLISH_METRICS)
+        assert level["publishes"] > 0
+
+    fanout = results["fanout"]
+    numbers(fanout, FANOUT_METRICS)
+    assert fanout["clients"] == results["sizes"]["fanout_clients"]
+    assert fanout["published"] > 0
+    assert fanout["deliveries"] == fanout["expected_deliveries"] == fanout["published"] * fanout["clients"]
+    assert fanout["lost"] == 0
+    assert fanout["duplicates"] == 0
+    assert fanout["closed_connections"] == 0
+
+    runs = results["persistence"]["runs"]
+    assert [run["workers"] for run in runs] == list(results["sizes"]["persist_workers"])
+    for run in runs:
+        numbers(run, PERSISTENCE_METRICS)
+        assert run["rows"] == run["prefilled"] == results["sizes"]["persist_rows"]
+        assert run["lost"] == 0
+        assert run["left_in_ingest"] == 0
