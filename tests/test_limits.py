@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -18,6 +19,7 @@ from realtime.errors import CloseCode
 from realtime.invalidation import announce
 from realtime.settings import Settings
 from tests.conftest import Gateway, running_gateway
+from tests.processes import procreche_env, run_cli
 
 pytestmark = pytest.mark.usefixtures("demo_families")
 
@@ -116,3 +118,15 @@ async def test_a_drained_gateway_sends_clients_elsewhere_and_loses_nothing(
         async with Client.connect(b.ws, token) as parent:
             await parent.subscribe(household, since=seen)
             assert [m["seq"] for m in await parent.pushes_until(len(during))] == during
+
+
+async def test_procreche_drain_drains_the_named_gateway_only(settings: Settings, tmp_path: Path) -> None:
+    async with (
+        running_gateway(dataclasses.replace(settings, gateway_name="gw-maintenance")) as target,
+        running_gateway(dataclasses.replace(settings, gateway_name="gw-other")) as other,
+    ):
+        code, out = await run_cli("drain", "gw-maintenance", env=procreche_env(settings, tmp_path))
+        assert code == 0, out
+        assert "gw-maintenance" in out
+        await asyncio.wait_for(target.services.drained.wait(), 15)
+        assert not other.services.draining.is_set()
