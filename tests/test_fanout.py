@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
-import os
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,6 +13,7 @@ from realtime.client import Client
 from realtime.errors import CloseCode
 from realtime.settings import Settings
 from tests.conftest import Gateway, running_gateway, wait_for
+from tests.raw_ws import masked_text_frame, open_raw
 
 pytestmark = pytest.mark.usefixtures("demo_families")
 
@@ -38,29 +36,12 @@ async def test_every_subscriber_gets_every_message_in_order(gateway: Gateway, de
 @contextlib.asynccontextmanager
 async def stalled_subscriber(ws_url: str, token: str, channel: str) -> AsyncIterator[asyncio.StreamReader]:
     """A WebSocket client that subscribes, then stops reading: its receive window fills up."""
-    host, port = ws_url.removeprefix("ws://").split("/")[0].split(":")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            "Sec-WebSocket-Protocol: procreche.v1.json\r\n\r\n"
-        ).encode()
-    )
-    await reader.readuntil(b"\r\n\r\n")
+    reader, writer = await open_raw(ws_url, receive_buffer=4096)
     for frame in (
         f'{{"op":"auth","rid":1,"token":"{token}"}}',
         f'{{"op":"subscribe","rid":2,"channel":"{channel}"}}',
     ):
-        payload = frame.encode()
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        writer.write(bytes((0x81, 0x80 | len(payload))) + mask + masked)
+        writer.write(masked_text_frame(frame))
     await writer.drain()
     await asyncio.sleep(0.3)  # let the replies come back; from here on nothing is read
     try:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from realtime.invalidation import announce
 from realtime.settings import Settings
 from tests.conftest import Gateway, running_gateway
 from tests.processes import procreche_env, run_cli
+from tests.raw_ws import open_raw
 
 pytestmark = pytest.mark.usefixtures("demo_families")
 
@@ -69,17 +68,7 @@ async def test_a_peer_that_stops_answering_pings_is_closed(settings: Settings) -
     async with running_gateway(
         dataclasses.replace(settings, ping_interval_seconds=0.3, idle_timeout_seconds=0.8)
     ) as gw:
-        host, port = gw.ws.removeprefix("ws://").split("/")[0].split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                "Sec-WebSocket-Protocol: procreche.v1.json\r\n\r\n"
-            ).encode()
-        )
-        await reader.readuntil(b"\r\n\r\n")
+        reader, writer = await open_raw(gw.ws)
         # Read (so the pings arrive) but never answer them: the server must give up.
         data = b""
         async with asyncio.timeout(10):
