@@ -52,6 +52,9 @@ class SessionRegistry:
                 if not self._by_user:
                     self.empty.set()
 
+    def of_user(self, user_id: int) -> set[LiveSession]:
+        return self._by_user.get(user_id, set())
+
     def all(self) -> list[LiveSession]:
         return [s for sessions in self._by_user.values() for s in sessions]
 

@@ -329,10 +329,7 @@ class Session:
 
     def _elsewhere_here(self, channel: str) -> bool:
         """Another connection of this user, on this gateway, still follows the channel."""
-        return any(
-            s is not self and s.user_id == self.user_id and channel in s.channels()
-            for s in self.services.sessions.all()
-        )
+        return any(s is not self and channel in s.channels() for s in self.services.sessions.of_user(self.user_id))
 
     async def _unsubscribe_all(self) -> None:
         for sub in list(self.subscriptions.values()):

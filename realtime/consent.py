@@ -76,10 +76,27 @@ class Consents:
             "declaration": declaration(p.name, child["name"], child["structure"], datetime.now(UTC)),
         }
 
-    async def sign(self, p: Principal, child_id: int, declared: object) -> dict[str, Any]:
+    async def _holder_of(self, p: Principal, child_id: int) -> Any:
+        """The child, once `p` is shown to hold parental authority over them."""
         child = await self._child(p, child_id)
         if not (verdict := may_sign_consent(p, child_id)).allowed:
-            raise Forbidden("only a holder of parental authority signs this consent", code=verdict.code)
+            raise Forbidden("only a holder of parental authority signs or revokes this consent", code=verdict.code)
+        return child
+
+    @staticmethod
+    async def _audit(conn: Any, p: Principal, child: Any, action: str, consent_id: int) -> None:
+        await audit.record(
+            conn,
+            actor_id=p.user_id,
+            structure_id=child["structure_id"],
+            action=action,
+            subject_type="child",
+            subject_id=child["id"],
+            details={"consent_id": consent_id},
+        )
+
+    async def sign(self, p: Principal, child_id: int, declared: object) -> dict[str, Any]:
+        child = await self._holder_of(p, child_id)
         if declared is not True:
             raise Forbidden(
                 "the declaration must be accepted explicitly ('declare': true)", code="declaration_required"
@@ -97,21 +114,11 @@ class Consents:
                 text,
             )
             if inserted is not None:
-                await audit.record(
-                    conn,
-                    actor_id=p.user_id,
-                    structure_id=child["structure_id"],
-                    action="consent.grant",
-                    subject_type="child",
-                    subject_id=child["id"],
-                    details={"consent_id": inserted},
-                )
+                await self._audit(conn, p, child, "consent.grant", inserted)
         return await self.state(p, child_id)
 
     async def revoke(self, p: Principal, child_id: int) -> dict[str, Any]:
-        child = await self._child(p, child_id)
-        if not (verdict := may_sign_consent(p, child_id)).allowed:
-            raise Forbidden("only a holder of parental authority revokes this consent", code=verdict.code)
+        child = await self._holder_of(p, child_id)
         async with self.pool.acquire() as conn, conn.transaction():
             revoked = await conn.fetchval(
                 "UPDATE consents SET revoked_at = now() WHERE child_id = $1 AND guardian_id = $2"
@@ -120,15 +127,7 @@ class Consents:
                 p.user_id,
             )
             if revoked is not None:
-                await audit.record(
-                    conn,
-                    actor_id=p.user_id,
-                    structure_id=child["structure_id"],
-                    action="consent.revoke",
-                    subject_type="child",
-                    subject_id=child["id"],
-                    details={"consent_id": revoked},
-                )
+                await self._audit(conn, p, child, "consent.revoke", revoked)
         withdrawn = await self.withdraw_content(child) if revoked is not None else 0
         return await self.state(p, child_id) | {"withdrawn": withdrawn}
 
