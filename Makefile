@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-embedded lint install clean
+.PHONY: run test test-embedded lint install bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ test: lint
 
 test-embedded: $(STAMP)
 	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -q
+
+# procreche against its peers, side by side (docs/benchmarks.md). Installs each peer in an
+# environment of its own (~/.cache/procreche-bench) and uses DATABASE_URL / REDIS_URL, or
+# the machine's servers on 127.0.0.1. About 30 minutes; bench-quick proves the harness.
+bench: $(STAMP)
+	$(BIN)/python -m bench.compare
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.compare --quick --out var/bench-quick
 
 clean:
 	rm -rf $(VENV) var

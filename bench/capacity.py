@@ -606,6 +606,13 @@ async def prefill(bus: Bus, author: Author, sizes: Sizes) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- the run
 
 
+async def staff_author(pool: Pool) -> Author:
+    """The demo's staff member, who publishes what the bench measures."""
+    staff = await pool.fetchrow("SELECT id, display_name FROM users WHERE email = $1", "staff@demo.test")
+    assert staff is not None, "the demo is not seeded"
+    return Author(int(staff["id"]), str(staff["display_name"]))
+
+
 def host_facts() -> dict[str, Any]:
     """The machine, and the commit measured."""
     model = next(
@@ -695,11 +702,7 @@ async def measure(database_url: str, redis_url: str, sizes: Sizes, *, quick: boo
                 async with open_pool(url, max_size=8) as pool:
                     await migrate(pool)
                     households = await demo.seed(pool, Passwords(), BENCH_PASSWORD)
-                    staff = await pool.fetchrow(
-                        "SELECT id, display_name FROM users WHERE email = $1", "staff@demo.test"
-                    )
-                    assert staff is not None
-                    author = Author(int(staff["id"]), str(staff["display_name"]))
+                    author = await staff_author(pool)
                     env = await environment(redis, pool)
                     publish = await measure_publish(redis, pool, f"{prefix}p", author, sizes)
                     await delete_prefix(redis, f"{prefix}p")

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 import asyncpg
+import msgpack
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -138,6 +139,34 @@ async def test_a_message_postgres_refuses_is_set_aside_and_the_rest_is_stored(
     fields = dead[0][1]
     assert unpack_record(int(fields[b"s"]), fields[b"m"]).body["text"] == "nul \x00 byte"
     assert await redis.xlen(stream) == 0
+
+
+async def test_entries_that_cannot_be_decoded_are_set_aside_and_the_rest_is_stored(
+    redis: Redis, pool: asyncpg.Pool, keys: Keys, bus: Bus, worker: PersistenceWorker
+) -> None:
+    good = [(await say(bus, "family:1", f"ok {n}", f"good-{n:04d}")).id for n in range(3)]
+    stream = keys.channel(Channel.parse("family:1")).ingest
+    first: Any = await redis.xrange(stream, count=1)
+    packed: bytes = first[0][1][b"m"]
+    record = msgpack.unpackb(packed)
+    bad: list[dict[Any, Any]] = [
+        {b"s": b"9", b"m": b"\xc1"},  # not msgpack
+        {b"s": b"nine", b"m": packed},  # not a sequence number
+        {b"m": packed},  # no sequence number
+        {b"s": b"9", b"m": msgpack.packb({k: v for k, v in record.items() if k != "ch"})},  # no channel
+        {b"s": b"9", b"m": msgpack.packb(record | {"b": ["not", "a", "map"]})},
+        {b"w": str(uuid.uuid4()).encode(), b"c": b"family:1"},  # a withdrawal without its reason
+    ]
+    bad_ids = [await redis.xadd(stream, entry) for entry in bad]
+    good.append((await say(bus, "family:1", "after", "good-9999")).id)
+    await worker.run(burst=True)
+    assert await persisted_ids(pool) == set(good)
+    assert worker.persisted == len(good)
+    dead: Any = await redis.xrange(keys.dead_letter(stream))
+    # Each with its entry id and all its fields, in stream order.
+    assert [f for _, f in dead] == [{b"id": entry_id, **entry} for entry_id, entry in zip(bad_ids, bad, strict=True)]
+    assert await redis.xlen(stream) == 0
+    assert (await redis.xpending(stream, CONSUMER_GROUP))["pending"] == 0
 
 
 async def test_a_sequence_that_went_back_is_reseeded_under_a_new_epoch(

@@ -10,6 +10,12 @@ nothing (the insert is idempotent on the message id and on (channel, seq)).
 Every Redis command, and every pipeline, touches the keys of one partition only, i.e. one
 hash tag `{P}` and so one Redis Cluster slot: the ingest stream, its dead letters, and the
 `seq`/`epoch` keys of the channels of that partition (realtime/keys.py).
+
+Every row costs the worker CPU, so the path from a stream entry to PostgreSQL builds no
+object per entry beyond what redis-py returns: a record becomes a plain tuple (`record_row`,
+msgpack in C), a batch becomes column arrays and one JSON document of bodies for a single
+INSERT (realtime/message_store.py), and hiredis parses the replies. About 7 µs of CPU per
+row in all, where PostgreSQL spends 11 (bench/capacity.py, 2 cores).
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ import os
 import secrets
 import socket
 from collections.abc import Collection
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
 import asyncpg
 from redis.asyncio import Redis
@@ -30,8 +36,7 @@ from redis.exceptions import RedisError, ResponseError
 from realtime.channels import Channel
 from realtime.database import Pool
 from realtime.keys import CONSUMER_GROUP, Keys
-from realtime.message_store import MessageStore
-from realtime.messages import Message, unpack_record
+from realtime.message_store import MessageRow, MessageStore, record_row
 from realtime.settings import Settings
 
 log = logging.getLogger("procreche.worker")
@@ -41,17 +46,44 @@ RECLAIM_EVERY_S = 1.0
 MAX_BACKOFF_S = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    stream: str
-    entry_id: bytes
-    message: Message | None
-    fields: dict[Any, Any]  # the raw stream fields: a dead letter keeps the whole message
-    withdrawal: tuple[str, str, str] | None = None  # (message id, channel, reason)
+# A stream entry as redis-py returns it: (id, {field: value}), bytes throughout (typed loosely
+# so that the fields go back into XADD as they are, for a dead letter).
+Item: TypeAlias = tuple[bytes, dict[Any, Any]]
 
-    @property
-    def undecodable(self) -> bool:
-        return self.message is None and self.withdrawal is None
+
+@dataclass(slots=True)
+class Batch:
+    """The entries of one read, decoded for the store without an object per entry.
+
+    Messages become rows (MessageRow) as they are read; the entry behind each row stays at
+    the same index in `message_entries`, so that a refused row's entry, with all its raw
+    fields, can be dead-lettered."""
+
+    stream: str
+    entries: list[Item] = field(default_factory=list)  # all of them, to acknowledge
+    rows: list[MessageRow] = field(default_factory=list)
+    message_entries: list[Item] = field(default_factory=list)
+    withdrawals: list[tuple[str, str, str]] = field(default_factory=list)  # (message id, channel, reason)
+    undecodable: list[Item] = field(default_factory=list)
+
+    @classmethod
+    def decode(cls, stream: str, items: list[Item]) -> Batch:
+        batch = cls(stream)
+        for item in items:
+            entry_id, fields = item
+            if not fields:  # an entry deleted while pending comes back with no fields
+                continue
+            batch.entries.append(item)
+            try:
+                if b"w" in fields:
+                    batch.withdrawals.append((fields[b"w"].decode(), fields[b"c"].decode(), fields[b"r"].decode()))
+                else:
+                    batch.rows.append(record_row(int(fields[b"s"]), fields[b"m"]))
+                    batch.message_entries.append(item)
+            except (KeyError, ValueError, TypeError):
+                log.exception("ingest entry %s in %s cannot be decoded; dead-lettered", entry_id, stream)
+                batch.undecodable.append(item)
+        return batch
 
 
 def consumer_name() -> str:
@@ -140,20 +172,20 @@ class PersistenceWorker:
                 if need_group:
                     await self._ensure_group(stream)
                     need_group = False
-                entries: list[Entry] = []
+                batch = Batch(stream)
                 if loop.time() >= next_reclaim:
-                    entries = await self._reclaim(stream)
+                    batch = await self._reclaim(stream)
                     next_reclaim = loop.time() + RECLAIM_EVERY_S
-                if not entries and own_pending:
-                    entries = await self._read(stream, "0", block=None)
-                    own_pending = bool(entries)
-                if not entries:
-                    entries = await self._read(stream, ">", block=None if burst else BLOCK_MS)
-                if not entries:
+                if not batch.entries and own_pending:
+                    batch = await self._read(stream, "0", block=None)
+                    own_pending = bool(batch.entries)
+                if not batch.entries:
+                    batch = await self._read(stream, ">", block=None if burst else BLOCK_MS)
+                if not batch.entries:
                     if burst:
                         return
                     continue
-                await self._persist(stream, entries)
+                await self._persist(batch)
                 backoff = 0.1
             except (RedisError, OSError, TimeoutError) as exc:
                 own_pending = True
@@ -169,7 +201,7 @@ class PersistenceWorker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    async def _read(self, stream: str, start: str, *, block: int | None) -> list[Entry]:
+    async def _read(self, stream: str, start: str, *, block: int | None) -> Batch:
         # One stream per command: one hash slot. redis-py types replies loosely:
         # [[stream, [(entry_id, {field: value})]]] or None.
         reply: Any = await self.redis.xreadgroup(
@@ -179,14 +211,9 @@ class PersistenceWorker:
             count=self.batch,
             block=block,
         )
-        return [
-            _entry(stream, entry_id, fields)
-            for _, items in (reply or [])
-            for entry_id, fields in items
-            if fields  # an entry deleted while pending comes back with no fields
-        ]
+        return Batch.decode(stream, reply[0][1] if reply else [])
 
-    async def _reclaim(self, stream: str) -> list[Entry]:
+    async def _reclaim(self, stream: str) -> Batch:
         reply: Any = await self.redis.xautoclaim(
             stream,
             CONSUMER_GROUP,
@@ -195,28 +222,32 @@ class PersistenceWorker:
             start_id="0-0",
             count=self.batch,
         )
-        return [_entry(stream, entry_id, fields) for entry_id, fields in reply[1] if fields]
+        return Batch.decode(stream, reply[1])
 
-    async def _persist(self, stream: str, entries: list[Entry]) -> None:
-        """Store a batch read from `stream`, then set aside and acknowledge it there."""
-        messages = [e.message for e in entries if e.message is not None]
+    async def _persist(self, batch: Batch) -> None:
+        """Store a batch, then set aside and acknowledge its entries in its stream."""
+        stream, rows = batch.stream, batch.rows
         try:
-            refused = await self.store.insert(messages)
+            refused = await self.store.insert(rows)
         except asyncpg.DataError:
             # One message PostgreSQL cannot store must not stop the partition: store the
             # batch one by one and set the bad ones aside.
-            refused = await self._insert_one_by_one(messages)
+            refused = await self._insert_one_by_one(rows)
         # After the inserts: a withdrawal follows its message in the stream.
-        await self.store.withdraw([e.withdrawal for e in entries if e.withdrawal is not None])
-        dead = [e for e in entries if e.undecodable or (e.message is not None and e.message.id in refused)]
+        await self.store.withdraw(batch.withdrawals)
+        # The entries set aside, by entry id: undecodable (no row), or refused.
+        aside: dict[bytes, MessageRow | None] = {entry_id: None for entry_id, _ in batch.undecodable}
+        if refused:
+            aside |= {item[0]: row for item, row in zip(batch.message_entries, rows, strict=True) if row[0] in refused}
+        dead = [(item, aside[item[0]]) for item in batch.entries if item[0] in aside] if aside else []
         # One pipeline, one partition: the dead-letter stream carries the ingest stream's tag,
         # and a channel's `seq` and `epoch` carry its partition's tag, which is the stream's
         # (the publish script wrote the entry there).
-        ids = [e.entry_id for e in entries]
+        ids = [entry_id for entry_id, _ in batch.entries]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for e in dead:
-                pipe.xadd(self.keys.dead_letter(stream), {b"id": e.entry_id, **e.fields})
-            for channel in {e.message.channel for e in dead if e.message is not None}:
+            for (entry_id, fields), _ in dead:
+                pipe.xadd(self.keys.dead_letter(stream), {b"id": entry_id, **fields})
+            for channel in {row[1] for _, row in dead if row is not None}:
                 # Its sequence went back: drop it so that the next publish re-seeds it above
                 # what Postgres holds, under a new epoch (clients reload).
                 ck = self.keys.channel(Channel.parse(channel))
@@ -224,36 +255,23 @@ class PersistenceWorker:
             pipe.xack(stream, CONSUMER_GROUP, *ids)
             pipe.xdel(stream, *ids)
             await pipe.execute()
-        for e in dead:
+        for (entry_id, _), row in dead:
             log.error(
                 "persistence: ingest entry %s of %s set aside in %s (message %s in %s)",
-                e.entry_id,
-                e.stream,
-                self.keys.dead_letter(e.stream),
-                e.message.id if e.message else "undecodable",
-                e.message.channel if e.message else "?",
+                entry_id,
+                stream,
+                self.keys.dead_letter(stream),
+                row[0] if row else "undecodable",
+                row[1] if row else "?",
             )
-        self.persisted += len(messages) - len(refused)
+        self.persisted += len(rows) - len(refused)
 
-    async def _insert_one_by_one(self, messages: list[Message]) -> set[str]:
+    async def _insert_one_by_one(self, rows: list[MessageRow]) -> set[str]:
         refused: set[str] = set()
-        for message in messages:
+        for row in rows:
             try:
-                refused |= await self.store.insert([message])
+                refused |= await self.store.insert([row])
             except asyncpg.DataError:
-                log.exception("message %s in %s cannot be stored", message.id, message.channel)
-                refused.add(message.id)
+                log.exception("message %s in %s cannot be stored", row[0], row[1])
+                refused.add(row[0])
         return refused
-
-
-def _entry(stream: bytes | str, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-    name = stream.decode() if isinstance(stream, bytes) else stream
-    try:
-        if b"w" in fields:
-            withdrawal = (fields[b"w"].decode(), fields[b"c"].decode(), fields[b"r"].decode())
-            return Entry(name, entry_id, None, fields, withdrawal)
-        message = unpack_record(int(fields[b"s"]), fields[b"m"])
-    except (KeyError, ValueError, TypeError):
-        log.exception("ingest entry %s in %s cannot be decoded; dead-lettered", entry_id, name)
-        return Entry(name, entry_id, None, fields)
-    return Entry(name, entry_id, message, fields)
