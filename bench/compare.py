@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench import capacity, report
-from bench.capacity import (
+from bench import capacity, common, report
+from bench.common import (
     HOST,
     child,
     delete_prefix,
@@ -156,7 +156,7 @@ class Server:
 
 
 def split(total: int, parts: int) -> list[int]:
-    return [n for n in capacity.split(total, parts) if n]
+    return [n for n in common.split(total, parts) if n]
 
 
 def rss_bytes(pid: int) -> int:
@@ -265,7 +265,7 @@ class Bench:
                 yield Server(system, port, process.pid)
         except BaseException:
             log.flush()
-            capacity.print_logs(self.work, f"{system}-{scenario}.log", f"swarm-{system}.log")
+            common.print_logs(self.work, f"{system}-{scenario}.log", f"swarm-{system}.log")
             raise
         finally:
             for process in processes:
@@ -585,7 +585,7 @@ async def measure(
                 work = Path(tmp)
                 async with open_pool(url, max_size=4) as pool:
                     await migrate(pool)
-                    env = await capacity.environment(redis, pool)
+                    env = await common.environment(redis, pool)
                     bench = Bench(plan, url, redis_url, prefix, work, peers)
                     pairs = max(plan.chat_pairs, 1)
                     bench.audiences = {
@@ -601,7 +601,7 @@ async def measure(
                             persist_rows=plan.persist_rows,
                             persist_workers=plan.persist_workers,
                         )
-                        author = await capacity.staff_author(pool)
+                        author = await common.staff_author(pool)
                         persistence = await capacity.measure_persistence(
                             redis, pool, url, redis_url, f"{prefix}w", author, sizes, work
                         )
@@ -639,10 +639,10 @@ async def run(
 ) -> dict[str, Any]:
     """With no URL given, the machine's servers on 127.0.0.1 if they answer, else embedded
     ones (the product's own, in var/bench-servers), so that `make bench` runs anywhere."""
-    if database_url is None and listening(capacity.DEFAULT_DATABASE_URL):
-        database_url = capacity.DEFAULT_DATABASE_URL
-    if redis_url is None and listening(capacity.DEFAULT_REDIS_URL):
-        redis_url = capacity.DEFAULT_REDIS_URL
+    if database_url is None and listening(common.DEFAULT_DATABASE_URL):
+        database_url = common.DEFAULT_DATABASE_URL
+    if redis_url is None and listening(common.DEFAULT_REDIS_URL):
+        redis_url = common.DEFAULT_REDIS_URL
     async with embedded_servers(ROOT / "var" / "bench-servers", database_url, redis_url) as (database, redis):
         return await measure(plan, systems, scenarios, database, redis, quick=quick)
 

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import os
 import struct
+from typing import cast
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEADER = 16 * 1024
@@ -87,8 +88,8 @@ class WebSocketClient(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not derive from asyncio.Transport, but are one.
+        self.transport = cast(asyncio.Transport, transport)
         host, port, path, subprotocol = self._request_line
         lines = [
             f"GET {path} HTTP/1.1",
@@ -100,7 +101,7 @@ class WebSocketClient(asyncio.Protocol):
         ]
         if subprotocol:
             lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
-        transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
