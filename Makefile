@@ -32,7 +32,8 @@ test-embedded: $(STAMP)
 
 # procreche against its peers, side by side (docs/benchmarks.md). Installs each peer in an
 # environment of its own (~/.cache/procreche-bench) and uses DATABASE_URL / REDIS_URL, or
-# the machine's servers on 127.0.0.1. About 30 minutes; bench-quick proves the harness.
+# the machine's servers on 127.0.0.1 (embedded ones if none answer). About 15 minutes;
+# bench-quick proves the harness.
 bench: $(STAMP)
 	$(BIN)/python -m bench.compare
 

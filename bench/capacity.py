@@ -51,6 +51,7 @@ from bench.common import (
     read_json_line,
     redis_cpu_seconds,
     require_local,
+    run_facts,
     send_line,
     split,
     staff_author,
@@ -309,11 +310,7 @@ async def measure(database_url: str, redis_url: str, sizes: Sizes, *, quick: boo
     finally:
         await execute_once(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return {
-        "kind": "procreche capacity (bench/capacity.py)",
-        "mode": "quick" if quick else "full",
-        "date": started.isoformat(timespec="seconds"),
-        "duration_seconds": round(time.perf_counter() - clock, 1),
-        **env,
+        **run_facts("procreche capacity (bench/capacity.py)", quick, started, clock, env),
         "sizes": asdict(sizes),
         "publish": publish,
         "persistence": persistence,

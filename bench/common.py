@@ -13,7 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -244,6 +246,17 @@ async def delete_prefix(redis: Redis, prefix: str) -> int:
     if batch:
         deleted += int(await redis.delete(*batch))
     return deleted
+
+
+def run_facts(kind: str, quick: bool, started: datetime, clock: float, env: dict[str, Any]) -> dict[str, Any]:
+    """The head of a results file: what ran, when, how long, on what."""
+    return {
+        "kind": kind,
+        "mode": "quick" if quick else "full",
+        "date": started.isoformat(timespec="seconds"),
+        "duration_seconds": round(time.perf_counter() - clock, 1),
+        **env,
+    }
 
 
 def print_logs(work: Path, *patterns: str, lines: int = 30) -> None:

@@ -58,6 +58,7 @@ from bench.common import (
     read_json_line,
     redis_cpu_seconds,
     require_local,
+    run_facts,
     send_line,
     stop,
     with_database,
@@ -608,11 +609,7 @@ async def measure(
     finally:
         await execute_once(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return {
-        "kind": "procreche against its peers (bench/compare.py)",
-        "mode": "quick" if quick else "full",
-        "date": started.isoformat(timespec="seconds"),
-        "duration_seconds": round(time.perf_counter() - clock, 1),
-        **env,
+        **run_facts("procreche against its peers (bench/compare.py)", quick, started, clock, env),
         "peer_versions": {name: installed.versions for name, installed in peers.items()},
         "plan": asdict(plan),
         "scenarios": list(scenarios),

@@ -363,9 +363,7 @@ class FanoutWebSocketProtocol(asyncio.Protocol):
         # Unblock any send() awaiting writable: asyncio never calls resume_writing() on a
         # transport that is lost while paused, and the buffer will never drain now.
         self.resume_writing()
-        if self.close_timer is not None:
-            self.close_timer.cancel()
-            self.close_timer = None
+        self._cancel_close_timer()
         if exc is None:
             self.transport.close()
 
@@ -381,12 +379,18 @@ class FanoutWebSocketProtocol(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _cancel_close_timer(self) -> bool:
+        """True if a close timer was pending."""
+        timer, self.close_timer = self.close_timer, None
+        if timer is None:
+            return False
+        timer.cancel()
+        return True
+
     def shutdown(self) -> None:
         self.stop_keepalive()
         if self.close_sent:
-            if self.close_timer is not None:
-                self.close_timer.cancel()
-                self.close_timer = None
+            self._cancel_close_timer()
             self.transport.close()
             return
         if self.handshake_complete:
@@ -713,9 +717,7 @@ class FanoutWebSocketProtocol(asyncio.Protocol):
     def handle_close(self) -> None:
         if self.close_sent:
             # The peer echoed our close frame: the closing handshake is complete.
-            if self.close_timer is not None:
-                self.close_timer.cancel()
-                self.close_timer = None
+            if self._cancel_close_timer():
                 self.transport.close()
             return
         if not self.transport.is_closing():

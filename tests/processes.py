@@ -42,8 +42,23 @@ def procreche_env(settings: Settings | None, data: Path, **extra: str) -> dict[s
 
 async def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> tuple[int, str]:
     """Run one command to its end; its exit code and its output (stdout and stderr)."""
+    return await run_python(*CLI, *args, env=env, timeout=timeout)
+
+
+async def run_quick_bench(module: str, out: Path, servers: tuple[str, str], timeout: float) -> str:
+    """A bench harness (`bench.capacity`, `bench.compare`) in quick mode on the test servers,
+    writing to `out` (a file or a folder: the harness's `--out`); its output, once it has succeeded."""
+    database_url, redis_url = servers
+    args = ("--quick", "--out", str(out), "--database-url", database_url, "--redis-url", redis_url)
+    code, output = await run_python("-m", module, *args, timeout=timeout)
+    assert code == 0, output[-20000:]
+    return output
+
+
+async def run_python(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> tuple[int, str]:
+    """`python ARGS` (e.g. `-m bench.compare …`) to its end: its exit code and its output."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, *CLI, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        sys.executable, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     try:
         out, _ = await asyncio.wait_for(process.communicate(), timeout)

@@ -3,12 +3,11 @@ runs end to end on real servers, writes every metric and loses nothing — not o
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
+
+from tests.processes import run_quick_bench
 
 HARNESS_TIMEOUT = 40.0
 
@@ -39,31 +38,9 @@ def numbers(record: dict[str, Any], names: tuple[str, ...]) -> None:
 
 
 async def test_quick_mode_writes_every_metric_and_loses_nothing(servers: tuple[str, str], tmp_path: Path) -> None:
-    database_url, redis_url = servers
     out = tmp_path / "capacity.json"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.capacity",
-        "--quick",
-        "--out",
-        str(out),
-        "--database-url",
-        database_url,
-        "--redis-url",
-        redis_url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), HARNESS_TIMEOUT)
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await asyncio.wait_for(process.wait(), 10)
-    assert process.returncode == 0, output.decode(errors="replace")
-    assert "rows/s" in output.decode()
+    output = await run_quick_bench("bench.capacity", out, servers, HARNESS_TIMEOUT)
+    assert "rows/s" in output
 
     results = json.loads(out.read_text(encoding="utf-8"))
     assert results["mode"] == "quick"

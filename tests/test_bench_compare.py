@@ -4,15 +4,13 @@ nothing and misses nothing on resume — not of speed (docs/benchmarks.md has th
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.compare import SYSTEMS
+from tests.processes import run_quick_bench
 
 # The first run on a machine installs the peers (a virtualenv each, npm ci): minutes.
 HARNESS_TIMEOUT = 900.0
@@ -30,29 +28,7 @@ PER_SYSTEM = {
 async def test_quick_mode_measures_every_system_and_procreche_loses_nothing(
     servers: tuple[str, str], tmp_path: Path
 ) -> None:
-    database_url, redis_url = servers
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.compare",
-        "--quick",
-        "--out",
-        str(tmp_path),
-        "--database-url",
-        database_url,
-        "--redis-url",
-        redis_url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), HARNESS_TIMEOUT)
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await asyncio.wait_for(process.wait(), 10)
-    assert process.returncode == 0, output.decode(errors="replace")[-20000:]
+    await run_quick_bench("bench.compare", tmp_path, servers, HARNESS_TIMEOUT)
     check_results(tmp_path)
 
 
