@@ -186,8 +186,10 @@ def merged_histogram(reports: Sequence[dict[str, Any]]) -> dict[int, int]:
     return histogram
 
 
-def latency(reports: Sequence[dict[str, Any]]) -> dict[str, float]:
-    return {k: round(v, 2) for k, v in histogram_percentiles(merged_histogram(reports), BUCKET_US).items()}
+def latency(reports: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """p50, p99, max in ms; None when nothing was received."""
+    histogram = merged_histogram(reports)
+    return {k: round(v, 2) if histogram else None for k, v in histogram_percentiles(histogram, BUCKET_US).items()}
 
 
 async def wait_listening(port: int, process: asyncio.subprocess.Process, what: str) -> None:
@@ -400,7 +402,9 @@ class Bench:
                 if lost:
                     await asyncio.sleep(plan.settle_seconds)  # let a saturated server finish before the next level
         passing = [
-            lvl["offered_deliveries_per_s"] for lvl in levels if lvl["lost"] == 0 and lvl["p99_ms"] <= P99_GOAL_MS
+            lvl["offered_deliveries_per_s"]
+            for lvl in levels
+            if lvl["lost"] == 0 and lvl["p99_ms"] is not None and lvl["p99_ms"] <= P99_GOAL_MS
         ]
         return {
             "subscribers": opened["ready"],
@@ -674,17 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     raw = out / f"compare-{results['date'][:10]}{'-quick' if args.quick else ''}.json"
     raw.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    rows = report.rows(results)
-    (out / "latest.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    tables = report.markdown(results)
-    (out / "latest.md").write_text(tables, encoding="utf-8")
-    docs = args.docs if args.docs is not None else (None if args.quick else DOCS)
-    if docs is not None:
-        report.plot(results, docs / "benchmarks.png")
-        report.update_docs(docs / "benchmarks.md", tables)
-    else:
-        report.plot(results, out / "benchmarks.png")
-    print(tables)
+    report.publish(results, out, args.docs if args.docs is not None else (None if args.quick else DOCS))
     print(f"written to {raw}, {out / 'latest.json'}")
     return 0
 

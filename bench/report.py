@@ -1,16 +1,34 @@
-"""bench/compare.py's results as rows, tables (Markdown) and a plot (PNG)."""
+"""bench/compare.py's results as rows, tables (Markdown) and a plot (PNG).
+
+    .venv/bin/python -m bench.report bench/results/compare-<date>.json [--docs docs]
+
+rewrites latest.json, latest.md (beside the raw file) and, with --docs, the plot and the
+results section of docs/benchmarks.md from a raw results file.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.systems import LABELS
 
+LATENCIES = ("p50_ms", "p99_ms", "max_ms")
 BEGIN = "<!-- results:begin (written by bench/compare.py) -->"
 END = "<!-- results:end -->"
 Row = dict[str, Any]
+
+
+def level_figure(level: dict[str, Any], key: str) -> Any:
+    """A level's figure; a latency of nothing delivered is no latency (None), not 0 ms."""
+    if key in LATENCIES and not level.get("received"):
+        return None
+    return level[key]
 
 
 def rows(results: dict[str, Any]) -> list[Row]:
@@ -31,8 +49,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 scenario = f"fanout_n{n}_r{level['offered_deliveries_per_s']}"
                 add(scenario, system, "deliveries_per_s", level["deliveries_per_s"], "deliveries/s")
                 add(scenario, system, "lost", level["lost"], "deliveries")
-                for q in ("p50_ms", "p99_ms", "max_ms"):
-                    add(scenario, system, q, level[q], "ms")
+                for q in LATENCIES:
+                    add(scenario, system, q, level_figure(level, q), "ms")
                 add(scenario, system, "cpu_us_per_delivery", level["cpu_us_per_delivery"], "µs")
         chat = f"chat_m{plan['chat_pairs']}"
         add(chat, system, "messages_per_s", r["chat"]["messages_per_s"], "messages/s")
@@ -155,7 +173,7 @@ def markdown(results: dict[str, Any]) -> str:
 def fanout_tables(r: dict[str, Any], systems: Sequence[str], k: int, n: int, rates: Sequence[int]) -> list[str]:
     def level(s: str, i: int, key: str) -> Any:
         levels = r[s]["fanout"][k]["levels"]
-        return levels[i][key] if i < len(levels) else None
+        return level_figure(levels[i], key) if i < len(levels) else None
 
     def cpu(s: str, i: int) -> Any:
         return level(s, i, "cpu_us_per_delivery")
@@ -197,6 +215,31 @@ def update_docs(path: Path, tables: str) -> None:
     path.write_text(f"{head}{BEGIN}\n\n{tables}\n{END}{tail}", encoding="utf-8")
 
 
+def publish(results: dict[str, Any], out: Path, docs: Path | None) -> None:
+    """latest.json and latest.md in `out`; the plot and the results section in `docs`, or
+    the plot in `out` when no docs are given."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(rows(results), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tables = markdown(results)
+    (out / "latest.md").write_text(tables, encoding="utf-8")
+    if docs is not None:
+        plot(results, docs / "benchmarks.png")
+        update_docs(docs / "benchmarks.md", tables)
+    else:
+        plot(results, out / "benchmarks.png")
+    print(tables)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.report", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("raw", type=Path, help="a compare-<date>.json")
+    parser.add_argument("--docs", type=Path, default=None, help="the docs folder to update")
+    args = parser.parse_args(argv)
+    results = json.loads(args.raw.read_text(encoding="utf-8"))
+    publish(results, args.raw.parent, args.docs)
+    return 0
+
+
 # ---------------------------------------------------------------------------- plot
 
 
@@ -214,8 +257,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for system in systems:
         levels = r[system]["fanout"][0]["levels"]
         rates = [lvl["offered_deliveries_per_s"] for lvl in levels]
-        p99.plot(rates, [max(lvl["p99_ms"], 0.1) for lvl in levels], marker="o", label=LABELS[system])
-        cpu.plot(rates, [lvl["cpu_us_per_delivery"] or 0 for lvl in levels], marker="o", label=LABELS[system])
+        # Nothing delivered at a rate: no point (a gap in the line), not a zero.
+        p99.plot(rates, [level_figure(lvl, "p99_ms") or math.nan for lvl in levels], marker="o", label=LABELS[system])
+        cpu.plot(rates, [lvl["cpu_us_per_delivery"] or math.nan for lvl in levels], marker="o", label=LABELS[system])
     p99.set(
         title=f"Fan-out to {first_n:,} subscribers: p99 latency",
         xlabel="offered deliveries/s",
@@ -237,3 +281,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
