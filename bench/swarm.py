@@ -58,7 +58,7 @@ SYSTEMS = ("procreche", *sorted(SOCKETIO_SYSTEMS | PLAIN_SYSTEMS))
 class Member:
     """One simulated user: what they received, across the connections they open."""
 
-    __slots__ = ("done", "duplicates", "epoch", "last_k", "link", "partner", "role", "room", "seen", "seq", "token")
+    __slots__ = ("done", "duplicates", "epoch", "last_k", "link", "role", "room", "seen", "seq", "token")
 
     def __init__(self, room: str, token: str, role: str) -> None:
         self.room = room
@@ -71,7 +71,6 @@ class Member:
         self.seq = 0  # procreche: the last sequence number received, for resuming
         self.epoch = ""
         self.done = False
-        self.partner: Member | None = None
 
 
 def payload(k: int, role: str, pad: bytes) -> bytes:
@@ -323,9 +322,7 @@ class Swarm:
     async def pairs(self, pairs: list[list[str]]) -> dict[str, Any]:
         members: list[Member] = []
         for room, token_a, token_b in pairs:
-            a, b = Member(room, token_a, "a"), Member(room, token_b, "b")
-            a.partner, b.partner = b, a
-            members += (a, b)
+            members += (Member(room, token_a, "a"), Member(room, token_b, "b"))
         self.members += members
         return await self.connect(members)
 
