@@ -389,7 +389,7 @@ class Bench:
                         "duplicates": sum(r["duplicates"] for r in reports),
                         "closed": sum(r["closed"] for r in reports),
                         "deliveries_per_s": round(received / max(published["seconds"], count / per_second), 1),
-                        **{f"{k}": v for k, v in latency(reports).items()},
+                        **latency(reports),
                         "cpu_us_per_delivery": round(cpu / received * 1e6, 2) if received else None,
                         "server_cpu_share": round(cpu / wall, 3),
                         "redis_cpu_us_per_delivery": round(redis_cpu / received * 1e6, 2) if received else None,

@@ -193,8 +193,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop where it exists (not on Windows): its transports and callbacks, in C, halve
-    the gateway's CPU per message received (docs/benchmarks.md)."""
+    """Run `main` on uvloop where it exists (not on Windows), asyncio's loop otherwise:
+    uvloop's transports and callbacks are in C (docs/benchmarks.md, "Before and after")."""
     try:
         import uvloop
     except ImportError:
