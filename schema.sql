@@ -122,6 +122,9 @@ CREATE TABLE IF NOT EXISTS terms_acceptances (
     PRIMARY KEY (user_id, version)
 );
 
+-- A photo or video, from upload to publication (realtime/media.py). The table is also the
+-- processing queue: a worker claims a 'processing' row with FOR UPDATE SKIP LOCKED and a
+-- lease (claimed_until), so a job survives worker crashes and Redis restarts alike.
 CREATE TABLE IF NOT EXISTS media (
     id            uuid PRIMARY KEY,
     structure_id  bigint NOT NULL REFERENCES structures ON DELETE CASCADE,
@@ -138,6 +141,21 @@ CREATE TABLE IF NOT EXISTS media (
     UNIQUE (uploader_id, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS media_structure ON media (structure_id);
+ALTER TABLE media ADD COLUMN IF NOT EXISTS kind text CHECK (kind IN ('image', 'video'));
+-- The stored objects: {"original"|"screen"|"thumb": {"key", "type", "width", "height", "bytes"}}.
+ALTER TABLE media ADD COLUMN IF NOT EXISTS renditions jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE media ADD COLUMN IF NOT EXISTS incoming_key text;
+ALTER TABLE media ADD COLUMN IF NOT EXISTS attempts integer NOT NULL DEFAULT 0;
+ALTER TABLE media ADD COLUMN IF NOT EXISTS claimed_until timestamptz;
+ALTER TABLE media ADD COLUMN IF NOT EXISTS ready_at timestamptz;
+-- Publication: the message that shows the media, reserved by the publish (channel,
+-- client msg_id) before the message exists, its id set once it does.
+ALTER TABLE media ADD COLUMN IF NOT EXISTS channel text;
+ALTER TABLE media ADD COLUMN IF NOT EXISTS msg_key text;
+ALTER TABLE media ADD COLUMN IF NOT EXISTS message_id uuid;
+ALTER TABLE media ADD COLUMN IF NOT EXISTS children bigint[] NOT NULL DEFAULT '{}';
+CREATE INDEX IF NOT EXISTS media_queue ON media (created_at) WHERE state = 'processing';
+CREATE INDEX IF NOT EXISTS media_message ON media (message_id) WHERE message_id IS NOT NULL;
 
 -- The record of every message acknowledged to its sender, written by the persistence
 -- worker. (channel, seq) is the resume position; client_msg_id makes a retry a no-op.
@@ -173,13 +191,8 @@ CREATE TABLE IF NOT EXISTS message_children (
 );
 CREATE INDEX IF NOT EXISTS message_children_child ON message_children (child_id);
 
-CREATE TABLE IF NOT EXISTS message_media (
-    message_id  uuid NOT NULL REFERENCES messages ON DELETE CASCADE,
-    media_id    uuid NOT NULL REFERENCES media ON DELETE CASCADE,
-    position    smallint NOT NULL DEFAULT 0,
-    PRIMARY KEY (message_id, media_id)
-);
-CREATE INDEX IF NOT EXISTS message_media_media ON message_media (media_id);
+-- A media belongs to one message (media.message_id); this link table was never used.
+DROP TABLE IF EXISTS message_media;
 
 -- Read position of a user in a channel (a receipt covers every seq up to it).
 CREATE TABLE IF NOT EXISTS receipts (

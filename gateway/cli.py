@@ -1,7 +1,7 @@
 """The `procreche` command: serve, worker, migrate, demo.
 
 It lives in the gateway package because `serve` composes everything: embedded or
-configured servers, the Starlette app under uvicorn, and the persistence worker.
+configured servers, the Starlette app under uvicorn, and the workers.
 """
 
 from __future__ import annotations
@@ -25,15 +25,19 @@ from gateway.app import create_app
 from gateway.services import Services
 from gateway.wsproto import FanoutWebSocketProtocol
 from realtime import demo
+from realtime.bus import Bus
 from realtime.database import migrate, open_pool
 from realtime.embedded import servers
 from realtime.errors import ProcrecheError
 from realtime.invalidation import announce
 from realtime.keys import Keys
+from realtime.media_store import open_media_store
+from realtime.message_store import MessageStore
 from realtime.passwords import Passwords
 from realtime.protocol import MAX_FRAME
 from realtime.redis_client import open_redis
 from realtime.settings import Settings, SettingsError
+from workers.media import MediaWorker
 from workers.persistence import PersistenceWorker
 
 log = logging.getLogger("procreche")
@@ -76,14 +80,26 @@ def on_stop_signals(stop: Callable[[], None]) -> None:
 async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
     assert settings.database_url is not None
     assert settings.redis_url is not None
-    async with open_pool(settings.database_url, max_size=4) as pool, open_redis(settings.redis_url) as redis:
+    async with (
+        open_pool(settings.database_url, max_size=4 + settings.media_processes) as pool,
+        open_redis(settings.redis_url) as redis,
+        open_media_store(settings) as store,
+    ):
         await migrate(pool)
-        worker = PersistenceWorker.configured(settings, redis, pool)
-        log.info("persistence worker %s started", worker.name)
-        task = asyncio.create_task(worker.run())
-        await stopping.wait()
-        worker.close()
-        await task
+        keys = Keys(settings.redis_prefix, settings.partitions)
+        persistence = PersistenceWorker.configured(settings, redis, pool)
+        media = MediaWorker(
+            pool, store, Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen), settings
+        )
+        log.info(
+            "persistence worker %s started; media worker: %d processes", persistence.name, settings.media_processes
+        )
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(persistence.run())
+            tasks.create_task(media.run())
+            await stopping.wait()
+            persistence.close()
+            media.close()
 
 
 async def seed_demo(settings: Settings) -> None:
@@ -170,8 +186,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="procreche", description=__doc__.splitlines()[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
-        ("serve", "run the gateway and the persistence worker"),
-        ("worker", "run the persistence worker alone"),
+        ("serve", "run the gateway and the workers (persistence, media)"),
+        ("worker", "run the workers alone (persistence, media)"),
         ("migrate", "apply schema.sql (idempotent)"),
         ("demo", "seed the demo structure (idempotent)"),
         ("drain", "drain gateways for maintenance: clients reconnect elsewhere, then the gateway exits"),

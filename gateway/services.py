@@ -22,6 +22,8 @@ from realtime.directory import Directory
 from realtime.errors import CloseCode, Unavailable
 from realtime.invalidation import Change
 from realtime.keys import Keys
+from realtime.media import MediaLibrary
+from realtime.media_store import MediaStore, open_media_store
 from realtime.message_store import MessageStore
 from realtime.passwords import Passwords
 from realtime.presence import REFRESH_SECONDS as PRESENCE_REFRESH_SECONDS
@@ -50,6 +52,8 @@ class Services:
     facts: FactsCache
     receipts: Receipts
     presence: Presence
+    media: MediaLibrary
+    media_store: MediaStore
     # Set when a drain starts (no new WebSocket, /healthz 503) and when it is complete.
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
@@ -79,7 +83,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     if settings.database_url is None or settings.redis_url is None:
         raise ValueError("open_services needs server URLs; see realtime.embedded.servers")
     keys = Keys(settings.redis_prefix, settings.partitions)
-    async with open_pool(settings.database_url) as pool, open_redis(settings.redis_url) as redis:
+    async with (
+        open_pool(settings.database_url) as pool,
+        open_redis(settings.redis_url) as redis,
+        open_media_store(settings) as media_store,
+    ):
         await migrate(pool)
         hub = Hub(settings.outbound_buffer_limit)
         sessions = SessionRegistry()
@@ -118,6 +126,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             facts=facts,
             receipts=Receipts(pool),
             presence=Presence(redis, keys),
+            media=MediaLibrary(pool),
+            media_store=media_store,
         )
         refresher = asyncio.create_task(_refresh_presence(services))
         try:

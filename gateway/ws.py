@@ -30,7 +30,9 @@ from realtime.bus import Backlog
 from realtime.channels import Channel
 from realtime.codec import choose
 from realtime.errors import (
+    BadRequest,
     CloseCode,
+    Conflict,
     Forbidden,
     NotFound,
     Throttled,
@@ -50,6 +52,7 @@ from realtime.permissions import (
     account,
     channel_children,
     household_only,
+    may_attach_media,
     may_post_kind,
     may_publish,
     may_see_receipts,
@@ -390,11 +393,48 @@ class Session:
         self._check(may_post_kind(self.principal, facts, body))
         if request.children:
             await self._check_tags(facts, request.children)
+        if body["kind"] == "media":
+            body = await self._reserve_media(request, facts, body)
         author = Author(self.principal.user_id, self.principal.name)
         published = await self.services.bus.publish(channel, author, body, request.msg_id, request.children)
         if request.children:
             await self._recheck_tags(channel, published.id, request.children)
+        if body["kind"] == "media":
+            await self._bind_media(request, body, published.id)
         self.send(self.protocol.reply(request.rid, channel=channel.name, seq=published.seq, id=published.id))
+
+    async def _reserve_media(self, request: Publish, facts: ChannelFacts, body: dict[str, Any]) -> dict[str, Any]:
+        """The media the message shows, reserved for this publish; the body then describes
+        them (type, size) so that clients lay them out before loading them."""
+        assert self.principal is not None
+        principal = self.principal
+        confirmed = body.get("no_child_identifiable", False)
+        if confirmed and request.children:
+            raise BadRequest("no_child_identifiable contradicts the children tagged", code="bad_body")
+        media = await self.services.media.reserve(
+            body["media"],
+            channel=request.channel.name,
+            msg_key=request.msg_id,
+            actor_id=principal.user_id,
+            children=request.children,
+            confirmed=confirmed,
+            decide=lambda items: may_attach_media(
+                principal, facts, items, tagged=bool(request.children), confirmed=confirmed
+            ),
+        )
+        return body | {"media": [m.description() for m in media]}
+
+    async def _bind_media(self, request: Publish, body: dict[str, Any], message_id: str) -> None:
+        ids = [m["id"] for m in body["media"]]
+        if not await self.services.media.bind(
+            ids, channel=request.channel.name, msg_key=request.msg_id, message_id=message_id
+        ):
+            # Another publish of this user took a media over between our reservation and
+            # now: this message must not show it.
+            await self.services.bus.withdraw(request.channel, message_id, "author")
+            raise Conflict(
+                "a media of this message was published in another message meanwhile", code="media_already_published"
+            )
 
     async def _history(self, request: History) -> None:
         assert self.principal is not None

@@ -4,6 +4,8 @@ text          {"kind": "text", "text": str}
 announcement  {"kind": "announcement", "title": str, "text": str}
 daily_report  {"kind": "daily_report", "child": id, "date": "YYYY-MM-DD", "meals": [...],
                "naps": [...], "nappies": [...], "mood": str?, "note": str?}
+media         {"kind": "media", "media": [media id, ...], "text": str?, "no_child_identifiable": true?}
+               (the gateway replaces each id by the media's description once it is checked)
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from realtime.errors import BadRequest
 MAX_TEXT = 10_000
 MAX_TITLE = 200
 MAX_NOTE = 2_000
+MAX_MEDIA = 20
+MEDIA_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TIME = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
 AMOUNTS = ("none", "little", "half", "most", "all")
 NAPPIES = ("wet", "dirty", "both")
@@ -131,10 +135,32 @@ def daily_report(body: Mapping[str, object]) -> dict[str, Any]:
     return report
 
 
+def media(body: Mapping[str, object]) -> dict[str, Any]:
+    _only(body, {"kind", "media", "text", "no_child_identifiable"})
+    ids = body.get("media")
+    if (
+        not isinstance(ids, list)
+        or not 1 <= len(ids) <= MAX_MEDIA
+        or not all(isinstance(i, str) and MEDIA_ID.fullmatch(i) for i in ids)
+        or len(set(ids)) != len(ids)
+    ):
+        raise _bad(f"'media' must list 1 to {MAX_MEDIA} distinct media ids (from POST /api/media)")
+    checked: dict[str, Any] = {"kind": "media", "media": ids}
+    if (caption := _text(body.get("text"), "text", MAX_TEXT, required=False)) is not None:
+        checked["text"] = caption
+    confirmed = body.get("no_child_identifiable")
+    if confirmed is not None and confirmed is not True:
+        raise _bad("'no_child_identifiable' is true, or absent")
+    if confirmed:
+        checked["no_child_identifiable"] = True
+    return checked
+
+
 KINDS: dict[str, Callable[[Mapping[str, object]], dict[str, Any]]] = {
     "text": text,
     "announcement": announcement,
     "daily_report": daily_report,
+    "media": media,
 }
 
 

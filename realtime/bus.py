@@ -120,6 +120,13 @@ class Bus:
             raise Unavailable("the message bus is unavailable") from exc
         return bool(done)
 
+    async def is_withdrawn(self, channel: Channel, message_id: str) -> bool:
+        """Whether Redis holds a withdrawal of the message (those not persisted yet among them)."""
+        try:
+            return bool(await self.redis.sismember(self.keys.channel(channel).withdrawn, message_id))
+        except RedisError as exc:
+            raise Unavailable("the message bus is unavailable") from exc
+
     async def event(self, channel: Channel, frame: dict[str, Any], *, audience: str) -> None:
         """A transient event to the channel's live subscribers (every gateway), not stored.
         `audience`: "a" everyone, "s" the channel's staff, "p" who asked for presence."""

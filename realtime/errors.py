@@ -7,6 +7,10 @@ The tree:
     ├── Unauthenticated            no valid session: log in again
     ├── Forbidden                  denied by policy (also terms_not_accepted)
     ├── NotFound
+    ├── Conflict                   valid, but clashes with the current state
+    ├── Gone                       existed, and was withdrawn
+    ├── TooLarge                   over a size cap or a quota
+    ├── UnsupportedType            content of a type procreche does not take
     ├── Throttled                  too many attempts: retry later
     └── Unavailable                a backing server is down: retry with backoff
 
@@ -66,6 +70,21 @@ class Conflict(ProcrecheError):
 
     code = "conflict"
     http_status = 409
+
+
+class Gone(ProcrecheError):
+    code = "gone"
+    http_status = 410
+
+
+class TooLarge(ProcrecheError):
+    code = "too_large"
+    http_status = 413
+
+
+class UnsupportedType(ProcrecheError):
+    code = "media_type_unsupported"
+    http_status = 415
 
 
 class Throttled(ProcrecheError):

@@ -306,3 +306,82 @@ def may_sign_consent(p: Principal, child_id: int) -> Decision:
     if guardianship is None or not guardianship.parental_authority:
         return FORBIDDEN
     return ALLOW
+
+
+@dataclass(frozen=True, slots=True)
+class MediaItem:
+    """A media a publish refers to, as the library holds it."""
+
+    id: str
+    structure_id: int
+    uploader_id: int | None
+    state: str  # processing | ready | rejected
+    # Reserved by another publish (another channel or msg_id): a media shows in one message.
+    taken: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MediaView:
+    """What the policy needs to decide who sees a media (consents read at that moment)."""
+
+    structure_id: int
+    uploader_id: int | None
+    published: bool  # its message exists
+    withdrawn: bool  # its message was withdrawn
+    tagged: tuple[ChildConsent, ...]
+
+
+MEDIA_NOT_FOUND = deny("not_found", "no such media")
+
+
+def may_upload_media(p: Principal, structure_id: int) -> Decision:
+    """Staff upload for their structure; guardians only for a channel they may publish on
+    (`may_publish`, asked by the caller with the channel)."""
+    if not (verdict := account(p)).allowed:
+        return verdict
+    return ALLOW if structure_id in p.staff_of else FORBIDDEN
+
+
+def may_attach_media(
+    p: Principal, facts: ChannelFacts, items: Collection[MediaItem | None], *, tagged: bool, confirmed: bool
+) -> Decision:
+    """A media message (after `may_publish`): each media is the publisher's own upload for
+    the channel's structure, processed, and in no other message; and it tags the children
+    shown (then `may_tag`) or the publisher confirms that no child is identifiable."""
+    structure = structure_of(facts)
+    for item in items:
+        # Unknown, someone else's, or another structure's: the same answer, so media ids
+        # cannot be probed.
+        if item is None or item.uploader_id != p.user_id or item.structure_id != structure:
+            return MEDIA_NOT_FOUND
+        if item.state == "rejected":
+            return deny("media_rejected", f"media {item.id} was rejected when it was processed")
+        if item.state != "ready":
+            return deny("media_not_ready", f"media {item.id} is still being processed; publish it once ready")
+        if item.taken:
+            return deny("media_already_published", f"media {item.id} is already in another message")
+    if not tagged and not confirmed:
+        return deny(
+            "tags_required", "tag the children shown, or confirm that no child is identifiable (no_child_identifiable)"
+        )
+    return ALLOW
+
+
+def may_view_media(p: Principal, media: MediaView, channel: Decision) -> Decision:
+    """Who sees a media file, decided at each request: its uploader and the structure's
+    staff always; anyone else only through its published message, with the right to that
+    message's channel (`channel`, from `may_subscribe`), while the message stands and every
+    tagged child's consent is complete."""
+    if not (verdict := account(p)).allowed:
+        return verdict
+    if media.uploader_id == p.user_id or media.structure_id in p.staff_of:
+        return ALLOW
+    if not media.published or not channel.allowed:
+        return MEDIA_NOT_FOUND
+    if p.hidden_children() & {c.child_id for c in media.tagged}:
+        return MEDIA_NOT_FOUND
+    if media.withdrawn:
+        return deny("media_withdrawn", "this media was withdrawn")
+    if not all(c.complete for c in media.tagged):
+        return deny("consent_missing", "publication consent for a child shown is no longer complete")
+    return ALLOW

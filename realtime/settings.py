@@ -85,6 +85,29 @@ class Settings:
     # This gateway's name for `procreche drain NAME` (default: host:port).
     gateway_name: str = ""
     demo_password: str | None = field(default=None, repr=False)
+    # Media files: on disk under `media_dir` (default <data>/media), or in the S3 bucket
+    # `s3_bucket` when one is set. Objects are never public either way.
+    media_dir: Path | None = None
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    # Where clients reach the bucket, when not at s3_endpoint_url (MinIO behind the
+    # reverse proxy): links are signed for that host.
+    s3_public_url: str | None = None
+    s3_region: str = "us-east-1"
+    # Unset: boto's usual chain (AWS_ACCESS_KEY_ID..., instance profile).
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    # Caps on what one upload may be, and on what a structure may store in all.
+    media_max_bytes: int = 300 * 1024 * 1024
+    media_max_pixels: int = 80_000_000
+    media_max_seconds: int = 300
+    media_quota_bytes: int = 20 * 1024**3
+    # Media processed at once by one worker, each in a process of its own.
+    media_processes: int = 2
+
+    @property
+    def media_root(self) -> Path:
+        return self.media_dir if self.media_dir is not None else self.data_dir / "media"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -117,6 +140,18 @@ class Settings:
             drain_grace_seconds=_int(env, "PROCRECHE_DRAIN_GRACE", 10, minimum=0),
             gateway_name=env.get("PROCRECHE_GATEWAY_NAME") or "",
             demo_password=env.get("PROCRECHE_DEMO_PASSWORD") or None,
+            media_dir=Path(env["PROCRECHE_MEDIA_DIR"]) if env.get("PROCRECHE_MEDIA_DIR") else None,
+            s3_bucket=env.get("S3_BUCKET") or None,
+            s3_endpoint_url=env.get("S3_ENDPOINT_URL") or None,
+            s3_public_url=env.get("S3_PUBLIC_URL") or None,
+            s3_region=env.get("S3_REGION") or "us-east-1",
+            s3_access_key_id=env.get("S3_ACCESS_KEY_ID") or None,
+            s3_secret_access_key=env.get("S3_SECRET_ACCESS_KEY") or None,
+            media_max_bytes=_int(env, "PROCRECHE_MEDIA_MAX_BYTES", 300 * 1024 * 1024, minimum=1024),
+            media_max_pixels=_int(env, "PROCRECHE_MEDIA_MAX_PIXELS", 80_000_000, minimum=10_000),
+            media_max_seconds=_int(env, "PROCRECHE_MEDIA_MAX_SECONDS", 300, minimum=1),
+            media_quota_bytes=_int(env, "PROCRECHE_MEDIA_QUOTA_BYTES", 20 * 1024**3, minimum=0),
+            media_processes=_int(env, "PROCRECHE_MEDIA_PROCESSES", 2, minimum=1),
         )
 
     def with_servers(self, database_url: str, redis_url: str) -> Settings:

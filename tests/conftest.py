@@ -12,7 +12,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -29,12 +29,13 @@ from realtime.database import migrate, open_pool
 from realtime.embedded import embedded_postgres, embedded_redis
 from realtime.passwords import Passwords
 from realtime.settings import Settings
+from workers.media import MediaWorker
 from workers.persistence import PersistenceWorker
 
 DEMO_PASSWORD = "demo-password-for-tests"
 TABLES = (
     "structures, groups, users, memberships, staff_groups, children, families, family_members, family_children,"
-    " guardianships, consents, terms_acceptances, media, messages, message_children, message_media, receipts,"
+    " guardianships, consents, terms_acceptances, media, messages, message_children, receipts,"
     " reports, audit_log, sessions"
 )
 
@@ -184,15 +185,35 @@ async def demo_families(gateway: Gateway) -> dict[str, int]:
     return await demo.seed(gateway.services.pool, Passwords(), DEMO_PASSWORD)
 
 
+class Worker(Protocol):
+    async def run(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+W = TypeVar("W", bound=Worker)
+
+
 @contextlib.asynccontextmanager
-async def persistence_worker(settings: Settings, redis: Redis, pool: asyncpg.Pool) -> AsyncIterator[PersistenceWorker]:
-    worker = PersistenceWorker.configured(settings, redis, pool)
+async def running(worker: W) -> AsyncIterator[W]:
+    """The worker running in this loop until the block ends (then closed and awaited)."""
     task = asyncio.create_task(worker.run())
     try:
         yield worker
     finally:
         worker.close()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 30)
+
+
+def persistence_worker(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool
+) -> contextlib.AbstractAsyncContextManager[PersistenceWorker]:
+    return running(PersistenceWorker.configured(settings, redis, pool))
+
+
+def media_worker(gateway: Gateway) -> contextlib.AbstractAsyncContextManager[MediaWorker]:
+    s = gateway.services
+    return running(MediaWorker(s.pool, s.media_store, s.bus, s.settings))
 
 
 async def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:

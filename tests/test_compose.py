@@ -19,7 +19,18 @@ from realtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCRECHE_SERVICES = ("gateway", "worker-a", "worker-b")
-SHARED = ("DATABASE_URL", "REDIS_URL", "PROCRECHE_REDIS_PREFIX", "PROCRECHE_PARTITIONS")
+SHARED = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "PROCRECHE_REDIS_PREFIX",
+    "PROCRECHE_PARTITIONS",
+    # Gateways store uploads and sign links; workers process them: one bucket for all.
+    "S3_BUCKET",
+    "S3_ENDPOINT_URL",
+    "S3_PUBLIC_URL",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+)
 
 
 def parse_yaml(text: str) -> Any:
@@ -102,6 +113,21 @@ def test_procreche_services_share_their_servers_and_partitions(services: dict[st
     assert all(env == shared["gateway"] for env in shared.values()), shared
     assert shared["gateway"]["DATABASE_URL"].endswith("@postgres:5432/procreche")
     assert shared["gateway"]["REDIS_URL"].endswith("@redis:6379/0")
+    assert shared["gateway"]["S3_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_nginx_streams_uploads_and_serves_media_links_from_the_private_bucket() -> None:
+    directives = re.sub(r"#[^\n]*", "", (ROOT / "deploy" / "nginx.conf").read_text())
+    upload = re.search(r"location = /api/media \{[^}]*\}", directives)
+    assert upload is not None
+    assert "proxy_request_buffering off;" in upload.group()
+    limit = re.search(r"client_max_body_size (\d+)m;", upload.group())
+    assert limit is not None
+    assert int(limit.group(1)) * 1024 * 1024 > Settings().media_max_bytes
+    files = re.search(r"location /procreche-media/ \{[^}]*\}", directives)
+    assert files is not None
+    # MinIO checks each link's signature against the Host it was signed for.
+    assert "proxy_pass http://minio:9000;" in files.group()
 
 
 def test_gateways_run_without_worker_behind_nginx_with_health_checks(services: dict[str, Any]) -> None:
