@@ -225,6 +225,35 @@ async def test_a_retried_upload_with_its_idempotency_key_is_stored_once(gateway:
     assert bad.status_code == 400
 
 
+async def test_an_upload_cut_off_midway_can_be_retried_without_a_duplicate(gateway: Gateway, tmp_path: Path) -> None:
+    staff = await gateway.login("staff@demo.test")
+    photo = jpeg_with_metadata(tmp_path / "cut.jpg").read_bytes()
+    url = httpx.URL(gateway.base)
+    _, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        (
+            f"POST /api/media HTTP/1.1\r\nHost: {url.host}\r\nAuthorization: Bearer {staff}\r\n"
+            "Idempotency-Key: cut-1\r\nContent-Type: multipart/form-data; boundary=b0undary\r\n"
+            f"Content-Length: {len(photo) + 500}\r\n\r\n"
+            '--b0undary\r\nContent-Disposition: form-data; name="file"; filename="cut.jpg"\r\n\r\n'
+        ).encode()
+        + photo[: len(photo) // 2]
+    )
+    await writer.drain()
+    writer.close()  # the phone lost its network
+    await writer.wait_closed()
+    retried = await upload(gateway, staff, photo, key="cut-1")
+    assert retried.status_code == 202, retried.text
+    again = await upload(gateway, staff, photo, key="cut-1")
+    assert (again.status_code, again.json()["id"]) == (200, retried.json()["id"])
+    assert await gateway.services.pool.fetchval("SELECT count(*) FROM media") == 1
+    await wait_for(lambda: _empty(gateway.services.settings.data_dir / "uploads"))
+
+
+async def _empty(folder: Path) -> bool:
+    return not await asyncio.to_thread(lambda: any(folder.iterdir()))
+
+
 async def test_the_structure_quota_is_enforced(settings: Settings, tmp_path: Path) -> None:
     photo = jpeg_with_metadata(tmp_path / "q.jpg").read_bytes()
     async with running_gateway(replace(settings, media_quota_bytes=len(photo) * 2 + 10)) as gateway:
