@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.http_api import current_principal, json_body, services
+from gateway.services import Services
+from realtime.channels import Channel
 from realtime.invalidation import announce
 
 
@@ -20,12 +24,21 @@ async def consent_state(request: Request) -> Response:
     return JSONResponse(await services(request).consents.state(principal, _child_id(request)))
 
 
+async def tell_staff(s: Services, state: dict[str, Any]) -> None:
+    """Staff composing a post see a child become taggable (or not) at once: an event to the
+    staff subscribed to the structure's channel."""
+    channel = Channel.parse(f"structure:{state['structure']['id']}")
+    event = {"op": "consent", "channel": channel.name, "child": state["child"], "complete": state["complete"]}
+    await s.bus.event(channel, event, audience="s")
+
+
 async def sign_consent(request: Request) -> Response:
     principal = await current_principal(request)
     body = await json_body(request)
     s = services(request)
     state = await s.consents.sign(principal, _child_id(request), body.get("declare"))
     await announce(s.redis, s.keys, children=[_child_id(request)])
+    await tell_staff(s, state)
     return JSONResponse(state, status_code=201)
 
 
@@ -34,6 +47,7 @@ async def revoke_consent(request: Request) -> Response:
     s = services(request)
     state = await s.consents.revoke(principal, _child_id(request))
     await announce(s.redis, s.keys, children=[_child_id(request)])
+    await tell_staff(s, state)
     return JSONResponse(state)
 
 

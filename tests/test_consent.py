@@ -388,3 +388,32 @@ async def test_a_guardian_without_parental_authority_cannot_revoke(gateway: Gate
     state = await gateway.http.get(f"/api/children/{lea}/consent", headers=bearer(token))
     assert state.status_code == 200, state.text
     assert state.json()["holders"] == []
+
+
+async def test_staff_hear_at_once_that_a_child_became_taggable(gateway: Gateway) -> None:
+    hugo = await child_id(gateway, "Hugo")
+    structure = await gateway.services.pool.fetchval("SELECT structure_id FROM children WHERE id = $1", hugo)
+    father = await gateway.login("dupont.pere@demo.test")
+    async with (
+        Client.connect(gateway.ws, await gateway.login("staff@demo.test")) as staff,
+        Client.connect(gateway.ws, await gateway.login("dupont.mere@demo.test")) as mother,
+    ):
+        await staff.subscribe(f"structure:{structure}")
+        await mother.subscribe(f"structure:{structure}")
+        signed = await gateway.http.post(
+            f"/api/children/{hugo}/consent", json={"declare": True}, headers=bearer(father)
+        )
+        assert signed.status_code == 201
+        event = await staff.next_push()
+        assert event == {
+            "op": "consent",
+            "channel": f"structure:{structure}",
+            "child": {"id": hugo, "name": "Hugo Dupont"},
+            "complete": True,
+        }
+        revoked = await gateway.http.delete(f"/api/children/{hugo}/consent", headers=bearer(father))
+        assert revoked.status_code == 200
+        assert (await staff.next_push())["complete"] is False
+        # Consent states are the staff's to follow: guardians are not sent them.
+        with pytest.raises(TimeoutError):
+            await mother.next_push(timeout=0.5)
