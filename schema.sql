@@ -231,6 +231,19 @@ CREATE INDEX IF NOT EXISTS audit_log_structure_at ON audit_log (structure_id, at
 CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log (actor_id, at);
 
 -- Login sessions: the token is given to the client once; only its SHA-256 is stored.
+-- An invitation: the link by which the owner of an account created by an admin sets its
+-- first password. Only the token's SHA-256 is kept; one link per account is valid at a time.
+CREATE TABLE IF NOT EXISTS invitations (
+    token_hash    bytea PRIMARY KEY,
+    user_id       bigint NOT NULL REFERENCES users ON DELETE CASCADE,
+    structure_id  bigint NOT NULL REFERENCES structures ON DELETE CASCADE,
+    created_by    bigint REFERENCES users ON DELETE SET NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz NOT NULL,
+    used_at       timestamptz
+);
+CREATE INDEX IF NOT EXISTS invitations_user ON invitations (user_id);
+
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash  bytea PRIMARY KEY,
     user_id     bigint NOT NULL REFERENCES users ON DELETE CASCADE,

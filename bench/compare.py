@@ -66,11 +66,11 @@ from bench.common import (
 from bench.swarm import BUCKET_US
 from bench.systems import LABELS, PEERS, Installed, install
 from realtime import demo
-from realtime.accounts import token_digest
 from realtime.database import Pool, migrate, open_pool
 from realtime.embedded import servers as embedded_servers
 from realtime.passwords import Passwords
 from realtime.redis_client import open_redis
+from realtime.tokens import token_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -342,6 +342,11 @@ async def child_consent(request: Request) -> Response:
     return _json(await admin.consent(_path_id(request, "cid")))
 
 
+async def invite_user(request: Request) -> Response:
+    admin = await _admin(request, may_administer)
+    return _json(await admin.invite(_path_id(request, "uid")), 201)
+
+
 async def structure_consents(request: Request) -> Response:
     admin = await _admin(request, may_view_consents)
     return _json(await admin.consents())
@@ -385,6 +390,7 @@ routes = [
     Route(f"{S}/families/{{fid}}/members/{{uid}}", remove_family_member, methods=["DELETE"]),
     Route(f"{S}/families/{{fid}}/children/{{cid}}", put_family_child, methods=["PUT"]),
     Route(f"{S}/families/{{fid}}/children/{{cid}}", delete_family_child, methods=["DELETE"]),
+    Route(f"{S}/users/{{uid}}/invitation", invite_user, methods=["POST"]),
     Route(f"{S}/consents", structure_consents, methods=["GET"]),
     Route(f"{S}/audit", audit_log, methods=["GET"]),
 ]

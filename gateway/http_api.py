@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.services import Services
+from realtime import invitations
 from realtime.accounts import SessionUser
 from realtime.errors import BadRequest, Unauthenticated
 from realtime.permissions import Principal
@@ -58,8 +59,21 @@ async def current_principal(request: Request) -> Principal:
 
 async def login(request: Request) -> Response:
     body = await json_body(request)
-    token, user = await services(request).accounts.login(body.get("email"), body.get("password"))
+    return session_opened(*await services(request).accounts.login(body.get("email"), body.get("password")))
+
+
+def session_opened(token: str, user: SessionUser) -> Response:
     return JSONResponse({"token": token, "user": user.public(), "terms_accepted": user.terms_accepted})
+
+
+async def invitation(request: Request) -> Response:
+    return JSONResponse(await invitations.pending(services(request).pool, request.path_params["token"]))
+
+
+async def accept_invitation(request: Request) -> Response:
+    body = await json_body(request)
+    accepted = await services(request).accounts.accept_invitation(request.path_params["token"], body.get("password"))
+    return session_opened(*accepted)
 
 
 async def logout(request: Request) -> Response:
@@ -109,6 +123,8 @@ async def healthz(request: Request) -> Response:
 routes = [
     Route("/api/login", login, methods=["POST"]),
     Route("/api/logout", logout, methods=["POST"]),
+    Route("/api/invitations/{token}", invitation, methods=["GET"]),
+    Route("/api/invitations/{token}", accept_invitation, methods=["POST"]),
     Route("/api/terms", terms, methods=["GET"]),
     Route("/api/terms/accept", accept_terms, methods=["POST"]),
     Route("/api/password", change_password, methods=["POST"]),

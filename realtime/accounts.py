@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from realtime import audit
+from realtime import audit, invitations
 from realtime import keys as K
 from realtime.database import Pool
 from realtime.errors import BadRequest, Forbidden, NotFound, Throttled, Unauthenticated, terms_not_accepted
@@ -18,12 +18,9 @@ from realtime.invalidation import announce
 from realtime.keys import Keys
 from realtime.passwords import Passwords, check_rules
 from realtime.settings import Settings
+from realtime.tokens import token_digest
 
 INVALID_CREDENTIALS = "wrong email or password"
-
-
-def token_digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
 
 
 def normalise_email(email: object) -> str:
@@ -82,17 +79,31 @@ class Accounts:
         if row["disabled_at"] is not None:
             raise Unauthenticated("this account is disabled", code="account_disabled")
         await self.redis.delete(throttle_key)
+        return await self._open_session(row["id"])
+
+    async def _open_session(self, user_id: int) -> tuple[str, SessionUser]:
         token = secrets.token_urlsafe(32)
         expires = datetime.now().astimezone() + timedelta(hours=self.settings.session_ttl_hours)
         await self.pool.execute(
             "INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
             token_digest(token),
-            row["id"],
+            user_id,
             expires,
         )
         user = await self.session(token)
         assert user is not None
         return token, user
+
+    async def accept_invitation(self, token: object, password: object) -> tuple[str, SessionUser]:
+        """The invited sets their first password (the usual rules) and is logged in."""
+        if not isinstance(token, str):
+            raise invitations.invalid()
+        details = await invitations.pending(self.pool, token)
+        new_password = check_rules(password, email=details["email"])
+        hashed = await self.passwords.hash(new_password)
+        async with self.pool.acquire() as conn, conn.transaction():
+            user_id = await invitations.redeem(conn, token, hashed)
+        return await self._open_session(user_id)
 
     async def _attempt(self, address: str) -> str:
         """Count one password attempt on the account; returns the counter to clear on success.

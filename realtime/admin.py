@@ -24,7 +24,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from redis.asyncio import Redis
 
-from realtime import audit
+from realtime import audit, invitations
 from realtime.database import Pool
 from realtime.directory import CURRENT_CHILD, Directory
 from realtime.errors import BadRequest, Conflict, NotFound
@@ -291,6 +291,13 @@ class StructureAdmin:
             await self._announce(users=[user_id])
         assert member is not None
         return dict(member), added is not None
+
+    async def invite(self, user_id: int) -> Json:
+        """A link for a member of the structure whose account has no password yet."""
+        async with self._transaction() as conn:
+            return await invitations.create(
+                conn, actor_id=self.actor_id, structure_id=self.structure_id, user_id=user_id
+            )
 
     async def remove_staff(self, user_id: int, role: str) -> None:
         assert role in STAFF_ROLES

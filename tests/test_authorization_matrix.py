@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from realtime.accounts import token_digest
 from realtime.client import Client, ReplyError
 from realtime.errors import CloseCode
 from realtime.passwords import Passwords
+from realtime.tokens import token_digest
 from tests.conftest import DEMO_PASSWORD, Gateway, bearer
 
 pytestmark = pytest.mark.usefixtures("demo_families")
