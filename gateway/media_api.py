@@ -18,9 +18,9 @@ from starlette.routing import Route
 
 from gateway.http_api import current_principal, services
 from gateway.services import Services
-from gateway.uploads import receive
+from gateway.uploads import MULTIPART_SLACK, receive
 from realtime.channels import Channel
-from realtime.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, ProcrecheError
+from realtime.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, ProcrecheError, TooLarge
 from realtime.fs_store import FilesystemStore, InvalidLink
 from realtime.media import RENDITIONS, Media, object_key
 from realtime.media_store import MissingObject
@@ -82,6 +82,13 @@ async def upload(request: Request) -> Response:
         if (earlier := await s.media.by_idempotency_key(p.user_id, key)) is not None:
             return JSONResponse(earlier.status())
     settings = s.settings
+    declared = request.headers.get("content-length", "")
+    if (
+        declared.isdigit()
+        and await s.media.used(structure) + int(declared) - MULTIPART_SLACK > settings.media_quota_bytes
+    ):
+        # Refused before the body is read; `register` checks again, exactly, once it is.
+        raise TooLarge("the structure's media storage is full", code="media_quota_exceeded")
     async with receive(request, settings.data_dir / "uploads", settings.media_max_bytes) as received:
         media_id = str(uuid.uuid4())
         incoming = object_key(structure, media_id, "incoming")

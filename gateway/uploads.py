@@ -28,6 +28,9 @@ FILE_FIELD = "file"
 FLUSH_BYTES = 1024 * 1024
 MAX_PARTS = 8
 MAX_FIELD_BYTES = 1024
+# What multipart framing adds to a file, at most: a body declared larger than the cap by
+# more than this is refused before it is read.
+MULTIPART_SLACK = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,7 @@ async def receive(request: Request, spool_dir: Path, max_bytes: int) -> AsyncIte
     if content_type != b"multipart/form-data" or not boundary:
         raise BadRequest("send the file as multipart/form-data, in the field 'file'", code="bad_request")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes + MULTIPART_SLACK:
         # Refused before a byte of the body is read.
         raise _too_large(max_bytes)
     receiver = _Receiver(max_bytes)

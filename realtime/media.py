@@ -35,6 +35,9 @@ COLUMNS = (
     " reject_code, renditions, incoming_key, channel, msg_key, message_id::text AS message_id, children, attempts"
 )
 
+# Bytes a structure stores: rejected uploads are deleted, so they don't count.
+USED_SQL = "SELECT coalesce(sum(bytes), 0) FROM media WHERE structure_id = $1 AND state <> 'rejected'"
+
 
 def object_key(structure_id: int, media_id: str, name: str) -> str:
     """Where a media's object lives in the store: built from ids only, never from a name
@@ -116,10 +119,7 @@ class MediaLibrary:
         return None if row is None else Media.of(row)
 
     async def used(self, structure_id: int) -> int:
-        """Bytes the structure stores (rejected uploads are deleted, so they don't count)."""
-        used: int = await self.pool.fetchval(
-            "SELECT coalesce(sum(bytes), 0) FROM media WHERE structure_id = $1 AND state <> 'rejected'", structure_id
-        )
+        used: int = await self.pool.fetchval(USED_SQL, structure_id)
         return used
 
     async def register(
@@ -139,10 +139,7 @@ class MediaLibrary:
         async with self.pool.acquire() as conn, conn.transaction():
             # One upload at a time per structure passes the quota check.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('media-quota'), $1::int)", structure_id)
-            used = await conn.fetchval(
-                "SELECT coalesce(sum(bytes), 0) FROM media WHERE structure_id = $1 AND state <> 'rejected'",
-                structure_id,
-            )
+            used = await conn.fetchval(USED_SQL, structure_id)
             if used + size > quota:
                 raise TooLarge(
                     f"the structure's media storage is full ({used} of {quota} bytes used)",

@@ -263,6 +263,9 @@ async def test_the_structure_quota_is_enforced(settings: Settings, tmp_path: Pat
         full = await upload(gateway, staff, photo)
         assert full.status_code == 413
         assert full.json()["code"] == "media_quota_exceeded"
+        # Announced too large for what is left: refused before the body is read.
+        announced = await post_partially(gateway, staff, photo, b"", declared=5_000_000)
+        assert announced.startswith(b"HTTP/1.1 413")
 
 
 @pytest.mark.rule("F2", "F3")
