@@ -336,7 +336,10 @@ class Session:
         services.hub.add(sub)
         try:
             await services.live.ensure(channel.name)
-            backlog = await services.bus.backlog(channel, request.since, services.settings.resume_limit)
+            backlog, read = await asyncio.gather(
+                services.bus.backlog(channel, request.since, services.settings.resume_limit),
+                services.receipts.position(channel.name, self.user_id),
+            )
             if request.since is not None and request.epoch is not None and request.epoch != backlog.epoch:
                 # The client counted `since` in an epoch Redis lost: its position means
                 # nothing now. No backlog; `recovered: false` tells it to reload (history).
@@ -352,6 +355,7 @@ class Session:
                 seq=backlog.head,
                 epoch=backlog.epoch,
                 recovered=backlog.recovered,
+                read=read,
             )
         )
         for message in backlog.messages:

@@ -108,7 +108,8 @@ ORDER BY last_name, first_name, id
 
 # "Current" children: not left yet, or leaving in the future.
 CURRENT_CHILDREN_SQL = f"""
-SELECT id FROM children c WHERE structure_id = $1 AND {CURRENT_CHILD}
+SELECT id, group_id, ARRAY(SELECT family_id FROM family_children f WHERE f.child_id = c.id ORDER BY 1) AS families
+FROM children c WHERE structure_id = $1 AND {CURRENT_CHILD}
 ORDER BY last_name, first_name, id
 """
 
@@ -678,11 +679,18 @@ class StructureAdmin:
         }
 
     async def consents(self) -> list[Json]:
-        """The consent state of every current child of the structure."""
-        ids = [r["id"] for r in await self.pool.fetch(CURRENT_CHILDREN_SQL, self.structure_id)]
+        """The consent state of every current child of the structure, with the child's group
+        and households: staff composing for a channel see whom they may tag."""
+        rows = await self.pool.fetch(CURRENT_CHILDREN_SQL, self.structure_id)
+        ids = [r["id"] for r in rows]
         states = {s.child_id: s for s in await self.directory.consents(ids)}
         granted = await self._granted(ids)
-        return [_consent_summary(states[i], granted.get(i, {})) for i in ids if i in states]
+        return [
+            _consent_summary(states[r["id"]], granted.get(r["id"], {}))
+            | {"group_id": r["group_id"], "families": r["families"]}
+            for r in rows
+            if r["id"] in states
+        ]
 
     # -- audit log ------------------------------------------------------------------------
 

@@ -28,6 +28,11 @@ class Receipts:
         """Record that the user read up to `seq`; False if they had already read as far."""
         return await self.pool.fetchval(UPSERT, channel, user_id, seq) is not None
 
+    async def position(self, channel: str, user_id: int) -> int:
+        """How far the user has read the channel (0: nothing yet)."""
+        seq = await self.pool.fetchval("SELECT seq FROM receipts WHERE channel = $1 AND user_id = $2", channel, user_id)
+        return 0 if seq is None else int(seq)
+
     async def of(self, channel: str) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(LIST, channel)
         return [

@@ -485,6 +485,9 @@ async def test_consent_summary_of_every_current_child(gateway: Gateway, d: Demo)
         "Léa Martin": True,
     }
     assert all("history" not in s for s in summary)
+    # Whom a channel's message may tag, for staff (who do not administer groups and households).
+    lea = next(s for s in summary if s["child"]["name"] == "Léa Martin")
+    assert (lea["group_id"], lea["families"]) == (d.groups["Bébés"], [d.families["Famille Martin"]])
 
 
 # -- refusals -----------------------------------------------------------------------------

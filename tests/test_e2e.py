@@ -110,6 +110,9 @@ async def test_a_child_without_complete_consent_cannot_be_tagged(
     await expect(staff.page.get_by_text("Consentement manquant : Marc Dupont")).to_be_visible()
     # Only the child whose consent is incomplete is blocked.
     await expect(staff.page.get_by_role("checkbox", name="Emma Bernard")).to_be_enabled()
+    # Only the group's own children are offered: Léa is in Bébés.
+    await expect(staff.page.get_by_role("checkbox", name="Louis Bernard")).to_be_enabled()
+    await expect(staff.page.get_by_role("checkbox", name="Léa Martin")).to_have_count(0)
 
 
 async def test_staff_see_a_child_become_taggable_when_the_father_signs(
@@ -280,6 +283,10 @@ async def test_announcements_are_acknowledged_and_staff_see_who_read_them(
     await open_channel(parent.page, "Bébés")
     await parent.page.get_by_role("button", name="J'ai lu cette annonce").click()
     await expect(parent.page.get_by_text("Lecture confirmée")).to_be_visible()
+    # Another visit knows it from the server: the announcement stays acknowledged.
+    await parent.page.reload()  # back on the same channel (its address)
+    await expect(parent.page.get_by_text("Lecture confirmée")).to_be_visible()
+    await expect(parent.page.get_by_role("button", name="J'ai lu cette annonce")).to_have_count(0)
 
     await staff.page.get_by_role("button", name="Qui a lu ?").click()
     await expect(staff.page.get_by_role("list", name="Lecteurs de l'annonce")).to_contain_text("Julie Martin")

@@ -130,3 +130,17 @@ async def test_presence_in_a_household_comes_and_goes(
         with pytest.raises(ReplyError) as refused:
             await staff.request("presence", channel="structure:1")
         assert refused.value.code == "kind_not_allowed"
+
+
+async def test_a_new_connection_learns_its_own_read_position_when_it_subscribes(gateway: Gateway) -> None:
+    group_id = await gateway.services.pool.fetchval("SELECT id FROM groups WHERE name = 'Grands'")
+    grands = f"group:{group_id}"
+    parent_token = await gateway.login("bernard@demo.test")
+    async with Client.connect(gateway.ws, await gateway.login("staff@demo.test")) as staff:
+        sent = [await staff.publish(grands, f"Annonce {n}") for n in range(3)]
+    async with Client.connect(gateway.ws, parent_token) as parent:
+        assert (await parent.subscribe(grands))["read"] == 0
+        # Guardians may not read the channel's receipts, only learn their own position.
+        await parent.request("read", channel=grands, seq=sent[1]["seq"])
+    async with Client.connect(gateway.ws, parent_token) as again:
+        assert (await again.subscribe(grands))["read"] == sent[1]["seq"]

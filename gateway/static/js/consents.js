@@ -9,7 +9,6 @@ export class Consents extends EventTarget {
     this.sid = structureId;
     this.live = live;
     this.children = new Map(); // child id → consent summary
-    this.circles = new Map(); // channel → child ids, or null when not knowable
     this.loaded = null;
     live.addEventListener("consent", (event) => this.refresh(event.detail.child.id, event.detail.complete));
     // Consents may have changed while the connection was away: read them again.
@@ -38,7 +37,8 @@ export class Consents extends EventTarget {
     this.dispatchEvent(new CustomEvent("change", { detail: { child: childId } }));
     try {
       const summary = await api("GET", `/api/structures/${this.sid}/children/${childId}/consent`);
-      this.children.set(childId, summary);
+      // The summary of one child lacks its group and households: keep those of the list.
+      this.children.set(childId, { ...this.children.get(childId), ...summary });
       this.dispatchEvent(new CustomEvent("change", { detail: { child: childId } }));
     } catch {
       // The event's `complete` stands until the next reload.
@@ -49,26 +49,16 @@ export class Consents extends EventTarget {
     return this.children.get(childId)?.child.name;
   }
 
-  // The children a message of this channel may tag (protocol.md §4.4). Staff can read a
-  // group's or a household's children only through the admin routes; without them the
-  // whole structure is offered and the server refuses a child outside the channel.
+  // The children a message of this channel may tag (protocol.md §4.4): the consent
+  // summaries carry each child's group and households.
   async circle(channel) {
-    if (this.circles.has(channel)) return this.circles.get(channel);
     await this.load();
     const [kind, raw] = channel.split(":");
     const id = Number(raw);
-    let ids = null;
-    if (kind === "child") ids = [id];
-    else if (kind === "structure") ids = [...this.children.keys()];
-    else {
-      try {
-        const list = await api("GET", `/api/structures/${this.sid}/${kind === "group" ? "groups" : "families"}`);
-        ids = list.find((x) => x.id === id)?.children ?? [];
-      } catch {
-        ids = null;
-      }
-    }
-    this.circles.set(channel, ids);
-    return ids;
+    const all = [...this.children.values()];
+    if (kind === "child") return all.filter((s) => s.child.id === id).map((s) => s.child.id);
+    if (kind === "group") return all.filter((s) => s.group_id === id).map((s) => s.child.id);
+    if (kind === "family") return all.filter((s) => s.families?.includes(id)).map((s) => s.child.id);
+    return all.map((s) => s.child.id);
   }
 }

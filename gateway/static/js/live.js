@@ -196,7 +196,7 @@ export class Live extends EventTarget {
       ch.epoch = reply.epoch;
       ch.resetting = false;
       if (!resuming) ch.lastSeq = reply.seq;
-      this.emit("subscribed", { channel: name, head: reply.seq, fresh: !resuming });
+      this.emit("subscribed", { channel: name, head: reply.seq, fresh: !resuming, read: reply.read });
       if (resuming && !reply.recovered) this.emit("gap", { channel: name });
       ch.resolve(reply);
     });

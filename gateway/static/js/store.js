@@ -25,8 +25,8 @@ export class Store extends EventTarget {
         messages: new Map(),
         head: 0,
         baseline: null, // the head when the session first saw the channel
-        readPos: null, // our read position, when the server tells it (households)
-        acked: 0, // announcements up to this seq were acknowledged in this session
+        readPos: null, // our read position, as the server tells it on subscribe
+        acked: 0, // announcements acknowledged in this session, before the server confirms
         loaded: false,
         loading: null,
         more: false,
@@ -75,14 +75,18 @@ export class Store extends EventTarget {
     this.changed(name);
   }
 
-  subscribed({ channel, head, fresh }) {
+  subscribed({ channel, head, fresh, read }) {
     const ch = this.channels.get(channel);
     if (!ch) return;
     ch.head = Math.max(ch.head, head);
+    // The server tells each subscriber its own read position (protocol.md §4.2).
+    if (read !== undefined) ch.readPos = Math.max(ch.readPos ?? 0, read);
     if (!fresh) return;
     if (ch.baseline === null) {
       ch.baseline = head;
       if (ch.kind === "family") this.loadReceipts(ch);
+      // What arrived since our last visit is fetched now, to be counted and shown.
+      if ((ch.readPos ?? head) < head && !ch.loaded) this.loadHistory(channel);
     }
     if (this.open === channel && !ch.loaded) this.loadHistory(channel);
     this.changed(channel);
@@ -130,9 +134,6 @@ export class Store extends EventTarget {
     try {
       const reply = await this.live.request("receipts", { channel: ch.name });
       for (const { user, seq } of reply.receipts) this.read({ channel: ch.name, user, seq });
-      ch.readPos ??= 0; // the server knows every position: none means never read
-      // Unread messages of a household since our last visit: fetched now, to be counted.
-      if ((ch.readPos ?? 0) < ch.head && !ch.loaded) await this.loadHistory(ch.name);
     } catch {
       // Without positions the badge counts what arrives live only.
     }
@@ -172,10 +173,7 @@ export class Store extends EventTarget {
   unread(name) {
     const ch = this.channels.get(name);
     if (!ch) return 0;
-    // Households: the server told us our position. Elsewhere we only know what we read in
-    // this session, so what came before it is not counted (guardians cannot ask, §4.7).
-    const from =
-      ch.kind === "family" ? (ch.readPos ?? ch.baseline ?? Infinity) : Math.max(ch.readPos ?? 0, ch.baseline ?? Infinity);
+    const from = ch.readPos ?? ch.baseline ?? Infinity;
     let count = 0;
     for (const m of ch.messages.values()) if (m.seq > from && !this.mine(m) && !m.withdrawn) count++;
     return count;
@@ -190,7 +188,7 @@ export class Store extends EventTarget {
   }
 
   ackedUpTo(ch) {
-    return Math.max(ch.acked, ch.kind === "group" || ch.kind === "structure" ? 0 : (ch.readPos ?? 0));
+    return Math.max(ch.acked, ch.readPos ?? 0);
   }
 
   markRead(name, upTo = Infinity) {

@@ -225,9 +225,8 @@ function staffComposer(ctx, ch) {
   };
   const renderTags = async () => {
     try {
-      const ids = await consents.circle(ch.name);
-      tagNote.textContent = ids === null ? t("compose.tags_whole_structure") : "";
-      circle = (ids ?? [...consents.children.keys()]).filter((id) => consents.children.has(id));
+      circle = await consents.circle(ch.name);
+      tagNote.textContent = "";
       tagList.replaceChildren(...circle.map(tagItem));
       if (!circle.length) tagNote.textContent = t("compose.no_children");
     } catch (e) {
