@@ -336,10 +336,15 @@ class Session:
         services.hub.add(sub)
         try:
             await services.live.ensure(channel.name)
-            backlog, read = await asyncio.gather(
-                services.bus.backlog(channel, request.since, services.settings.resume_limit),
-                services.receipts.position(channel.name, self.user_id),
-            )
+            if request.since is None:
+                # A first visit learns its own read position; a resume (a reconnection storm
+                # among them) knows it already and costs no query for it.
+                backlog, read = await asyncio.gather(
+                    services.bus.backlog(channel, None, services.settings.resume_limit),
+                    services.receipts.position(channel.name, self.user_id),
+                )
+            else:
+                backlog, read = await services.bus.backlog(channel, request.since, services.settings.resume_limit), None
             if request.since is not None and request.epoch is not None and request.epoch != backlog.epoch:
                 # The client counted `since` in an epoch Redis lost: its position means
                 # nothing now. No backlog; `recovered: false` tells it to reload (history).
@@ -355,7 +360,7 @@ class Session:
                 seq=backlog.head,
                 epoch=backlog.epoch,
                 recovered=backlog.recovered,
-                read=read,
+                **({} if read is None else {"read": read}),
             )
         )
         for message in backlog.messages:

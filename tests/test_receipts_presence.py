@@ -144,3 +144,6 @@ async def test_a_new_connection_learns_its_own_read_position_when_it_subscribes(
         await parent.request("read", channel=grands, seq=sent[1]["seq"])
     async with Client.connect(gateway.ws, parent_token) as again:
         assert (await again.subscribe(grands))["read"] == sent[1]["seq"]
+    # A resume knows its position already: no query is spent on it.
+    async with Client.connect(gateway.ws, parent_token) as resumed:
+        assert "read" not in await resumed.subscribe(grands, since=sent[2]["seq"])
