@@ -118,7 +118,7 @@ async def view_decision(s: Services, p: Principal, media: Media) -> Decision:
     channel_decision, withdrawn = FORBIDDEN, False
     if media.channel is not None:
         channel = Channel.parse(media.channel)
-        channel_decision = may_subscribe(p, channel, await s.directory.channel_facts(channel))
+        channel_decision = may_subscribe(p, channel, await s.facts.channel_facts(channel))
         if media.message_id is not None:
             withdrawn = await s.bus.is_withdrawn(channel, media.message_id) or await s.media.withdrawn_in_store(
                 media.message_id
