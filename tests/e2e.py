@@ -18,7 +18,7 @@ import secrets
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,32 @@ async def open_channel(page: Page, title: str) -> None:
     await expect(page.get_by_role("heading", level=2, name=title)).to_be_visible()
 
 
+async def open_admin(page: Page, section: str) -> None:
+    """A section of the administration, through the navigation (an admin's page)."""
+    await (
+        page.get_by_role("navigation", name="Navigation principale").get_by_role("link", name="Administration").click()
+    )
+    await page.get_by_role("navigation", name="Rubriques de l'administration").get_by_role("link", name=section).click()
+    await expect(page.get_by_role("heading", level=2, name=section)).to_be_visible()
+
+
+AdminApi = Callable[..., Awaitable[Any]]
+
+
+async def admin_api(gateway: Gateway, token: str) -> AdminApi:
+    """call(method, path, body=None): the administration API of the structure `token`'s
+    user administers (protocol.md §1.4), asserting success; the JSON answer or None."""
+    me = await gateway.me(token)
+    [sid] = [r["structure_id"] for r in me["roles"] if r["role"] == "admin"]
+
+    async def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = await gateway.http.request(method, f"/api/structures/{sid}{path}", json=body, headers=bearer(token))
+        assert response.status_code < 300, response.text
+        return response.json() if response.content else None
+
+    return call
+
+
 async def mark_page(page: Page) -> None:
     """A value that only lives as long as the document: a reload would lose it."""
     await page.evaluate("() => { window.__e2eMark = 'kept' }")
@@ -172,6 +198,7 @@ async def seed_content(gateway: Gateway, work: Path) -> dict[str, str]:
     staff = await gateway.login("staff@demo.test")
     martin = await gateway.login("martin@demo.test")
     await gateway.login("dupont.pere@demo.test")
+    await gateway.login("admin@demo.test")
     household = await channel_of(gateway, martin, "Famille Martin")
     lea = await channel_of(gateway, martin, "Léa Martin")
     bebes = await channel_of(gateway, martin, "Bébés")
@@ -245,8 +272,36 @@ async def take_screenshots(gateway: Gateway, browser: Browser, out: Path) -> lis
         await expect(blocked).to_be_visible()
         await blocked.scroll_into_view_if_needed()
         saved.append(await shoot(staff.page, out, f"staff-compose-{size}"))
+        await staff.page.get_by_role("link", name="Journées des enfants").click()
+        await fill_a_day(staff.page)
+        saved.append(await shoot(staff.page, out, f"daily-reports-{size}"))
         await staff.close()
+
+        admin = await open_page(browser, gateway.base, phone=phone)
+        await login_ui(admin.page, "admin@demo.test", terms=False)
+        await open_admin(admin.page, "Enfants")
+        children = admin.page.get_by_role("list", name="Enfants inscrits")
+        await expect(children).to_contain_text("Consentement manquant : Marc Dupont")
+        saved.append(await shoot(admin.page, out, f"admin-children-{size}"))
+        await admin.close()
     return saved
+
+
+async def fill_a_day(page: Page) -> None:
+    """Emma's day on the day reports page of her group, half written."""
+    emma = page.get_by_role("group", name="Emma Bernard", exact=True)
+    await emma.get_by_label("Humeur").select_option("happy")
+    meals = emma.get_by_role("group", name="Repas")
+    await meals.get_by_label("Heure").fill("11:30")
+    await meals.get_by_label("Plat").fill("Gratin de légumes")
+    await meals.get_by_label("Quantité").select_option("most")
+    naps = emma.get_by_role("group", name="Siestes")
+    await naps.get_by_label("Début").fill("13:00")
+    await naps.get_by_label("Fin").fill("14:45")
+    await emma.get_by_role("group", name="Changes").get_by_label("Heure").fill("10:15")
+    await emma.get_by_role("group", name="Changes").get_by_label("Type").select_option("wet")
+    await page.evaluate("() => document.activeElement?.blur()")
+    await page.get_by_role("heading", level=2).scroll_into_view_if_needed()
 
 
 def script_settings(database_url: str, redis_url: str, data_dir: Path) -> Settings:
@@ -259,32 +314,41 @@ def script_settings(database_url: str, redis_url: str, data_dir: Path) -> Settin
     )
 
 
+@contextlib.asynccontextmanager
+async def demo_gateway(work: Path) -> AsyncIterator[Gateway]:
+    """A gateway and a media worker on a database of its own, with the demo seeded (for the
+    screenshot script and manual checks): DATABASE_URL / REDIS_URL when set, embedded
+    servers otherwise."""
+    async with contextlib.AsyncExitStack() as stack:
+        base_db = os.environ.get("DATABASE_URL")
+        if not base_db:
+            base_db = await stack.enter_async_context(embedded_postgres(work / "pg"))
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            redis_url = await stack.enter_async_context(embedded_redis(work / "redis"))
+        name = f"procreche_shots_{secrets.token_hex(4)}"
+        await execute_once(base_db, f'CREATE DATABASE "{name}"')
+        try:
+            url = with_database(base_db, name)
+            async with open_pool(url, max_size=1) as pool:
+                await migrate(pool)
+            settings = script_settings(url, redis_url, work / "data")
+            async with running_gateway(settings) as gateway, media_worker(gateway):
+                for logger in ("uvicorn.access", "uvicorn.error"):
+                    logging.getLogger(logger).setLevel(logging.WARNING)
+                await demo.seed(gateway.services.pool, Passwords(), DEMO_PASSWORD)
+                yield gateway
+        finally:
+            await execute_once(base_db, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 async def screenshots(out: Path) -> list[Path]:
     with tempfile.TemporaryDirectory(prefix="procreche-shots-") as tmp:
         work = Path(tmp)
-        async with contextlib.AsyncExitStack() as stack:
-            base_db = os.environ.get("DATABASE_URL")
-            if not base_db:
-                base_db = await stack.enter_async_context(embedded_postgres(work / "pg"))
-            redis_url = os.environ.get("REDIS_URL")
-            if not redis_url:
-                redis_url = await stack.enter_async_context(embedded_redis(work / "redis"))
-            name = f"procreche_shots_{secrets.token_hex(4)}"
-            await execute_once(base_db, f'CREATE DATABASE "{name}"')
-            try:
-                url = with_database(base_db, name)
-                async with open_pool(url, max_size=1) as pool:
-                    await migrate(pool)
-                settings = script_settings(url, redis_url, work / "data")
-                async with running_gateway(settings) as gateway, media_worker(gateway):
-                    for logger in ("uvicorn.access", "uvicorn.error"):
-                        logging.getLogger(logger).setLevel(logging.WARNING)
-                    await demo.seed(gateway.services.pool, Passwords(), DEMO_PASSWORD)
-                    await seed_content(gateway, work)
-                    async with launch_browser() as browser:
-                        return await take_screenshots(gateway, browser, out)
-            finally:
-                await execute_once(base_db, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        async with demo_gateway(work) as gateway:
+            await seed_content(gateway, work)
+            async with launch_browser() as browser:
+                return await take_screenshots(gateway, browser, out)
 
 
 def main(argv: list[str]) -> int:

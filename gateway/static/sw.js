@@ -2,7 +2,7 @@
 // opening. It caches nothing else: never /api/*, never /media/*, never the WebSocket, never
 // any answer that could hold a family's messages, photos or names. Requests for anything not
 // listed here are not even seen by respondWith: they go to the network untouched.
-const CACHE = "procreche-shell-v1";
+const CACHE = "procreche-shell-v2";
 const SHELL = [
   "/",
   "/index.html",
@@ -21,14 +21,24 @@ const SHELL = [
   "/js/store.js",
   "/js/upload.js",
   "/js/views/account.js",
+  "/js/views/admin.js",
+  "/js/views/admin/audit.js",
+  "/js/views/admin/children.js",
+  "/js/views/admin/common.js",
+  "/js/views/admin/groups.js",
+  "/js/views/admin/households.js",
+  "/js/views/admin/settings.js",
+  "/js/views/admin/staff.js",
   "/js/views/channels.js",
   "/js/views/children.js",
   "/js/views/compose.js",
   "/js/views/consent.js",
   "/js/views/conversation.js",
+  "/js/views/invite.js",
   "/js/views/login.js",
   "/js/views/media.js",
   "/js/views/message.js",
+  "/js/views/report.js",
   "/js/views/terms.js",
 ];
 

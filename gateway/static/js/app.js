@@ -5,6 +5,9 @@
 //   #/children              my children (guardians)
 //   #/children/<id>/consent a child's publication consent
 //   #/account               password, notifications, logout
+//   #/admin[/<section>…]    administration of the structure (admins)
+//   #/report/group:<id>     a group's daily reports, several children at once (staff)
+//   #/invite/<token>        an invitation: choose a first password (no session needed)
 import { api, session, sessionEvents } from "./api.js";
 import { Consents } from "./consents.js";
 import { h } from "./dom.js";
@@ -13,11 +16,14 @@ import { Live } from "./live.js";
 import { notifyHidden } from "./notify.js";
 import { Store } from "./store.js";
 import { accountView } from "./views/account.js";
+import { adminStructures, adminView } from "./views/admin.js";
 import { channelsView } from "./views/channels.js";
 import { childrenView } from "./views/children.js";
 import { consentView } from "./views/consent.js";
 import { conversationView } from "./views/conversation.js";
+import { inviteView } from "./views/invite.js";
 import { loginView } from "./views/login.js";
+import { reportView } from "./views/report.js";
 import { termsView } from "./views/terms.js";
 
 const STATES = { online: N_("status.online"), reconnecting: N_("status.reconnecting"), offline: N_("status.offline") };
@@ -145,6 +151,26 @@ function showTerms() {
   mount(termsView({ onAccepted: () => enter(), onLogout: logout }));
 }
 
+function inviteToken() {
+  return location.hash.match(/^#\/invite\/([^/]{1,512})$/)?.[1] ?? null;
+}
+
+function showInvite(token) {
+  stop();
+  screen = "invite";
+  mount(
+    inviteView({
+      token,
+      onLoggedIn: async (reply) => {
+        // The used link leaves the address bar (and the history entry) without a hashchange.
+        history.replaceState(null, "", "#/");
+        return reply.terms_accepted ? enter() : showTerms();
+      },
+    }),
+  );
+  document.title = "procreche";
+}
+
 function showFailure(error) {
   screen = "failure";
   const retry = h("button", { type: "button", class: "primary", onclick: () => enter() }, t("common.retry"));
@@ -162,6 +188,8 @@ function route() {
   if (hash === "#/children") return mount(childrenView(ctx));
   if ((match = hash.match(/^#\/children\/(\d+)\/consent$/))) return mount(consentView(ctx, Number(match[1])));
   if (hash === "#/account") return mount(accountView(ctx));
+  if ((match = hash.match(/^#\/admin(?:\/(.*))?$/))) return mount(adminView(ctx, match[1] ?? ""));
+  if ((match = hash.match(/^#\/report\/(group:\d+)$/))) return mount(reportView(ctx, match[1]));
   return mountLayout(null);
 }
 
@@ -185,8 +213,9 @@ function mountLayout(channel) {
 
 function paintTopnav(hash) {
   const link = (href, label, active) => h("li", null, h("a", { href, "aria-current": active ? "page" : null }, label));
-  const links = [link("#/", t("nav.messages"), hash === "#/" || hash.startsWith("#/c/"))];
+  const links = [link("#/", t("nav.messages"), hash === "#/" || hash.startsWith("#/c/") || hash.startsWith("#/report/"))];
   if (ctx.me.children.length) links.push(link("#/children", t("nav.children"), hash.startsWith("#/children")));
+  if (adminStructures(ctx.me).length) links.push(link("#/admin", t("nav.admin"), hash.startsWith("#/admin")));
   links.push(link("#/account", t("nav.account"), hash === "#/account"));
   topnav.replaceChildren(...links);
 }
@@ -235,12 +264,18 @@ langSelect.addEventListener("change", () => {
     route();
   } else if (screen === "terms") showTerms();
   else if (screen === "login") showLogin();
+  else if (screen === "invite") showInvite(inviteToken());
 });
 window.addEventListener("hashchange", () => {
+  const token = inviteToken();
+  if (token) return showInvite(token);
+  if (screen === "invite") return enter();
   route();
   main.querySelector(".pane h2, h2")?.setAttribute("tabindex", "-1");
   if (location.hash.startsWith("#/c/")) main.querySelector(".pane h2")?.focus({ preventScroll: true });
+  else if (/^#\/(admin|report)/.test(location.hash)) main.querySelector("h2")?.focus({ preventScroll: true });
 });
 applyStatic();
 if ("serviceWorker" in navigator) navigator.serviceWorker.register("/sw.js").catch(() => {});
-enter();
+if (inviteToken()) showInvite(inviteToken());
+else enter();

@@ -102,7 +102,13 @@ function staffComposer(ctx, ch) {
   const form = h(
     "form",
     { class: "compose compose-staff", "aria-labelledby": "compose-heading" },
-    h("h3", { id: "compose-heading" }, t("compose.title")),
+    h(
+      "div",
+      { class: "compose-head" },
+      h("h3", { id: "compose-heading" }, t("compose.title")),
+      // Writing the day of several children at once has a page of its own.
+      ch.kind === "group" ? h("a", { href: `#/report/${ch.name}`, class: "button" }, t("reports.link")) : null,
+    ),
     announcementAllowed
       ? h("div", { class: "check" }, isAnnouncement, h("label", { for: "compose-announcement" }, t("compose.announcement")))
       : null,

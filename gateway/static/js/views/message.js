@@ -5,15 +5,15 @@ import { h } from "../dom.js";
 import { errorText, formatDate, formatTime, N_, t } from "../i18n.js";
 import { mediaGrid } from "./media.js";
 
-const AMOUNTS = {
+export const AMOUNTS = {
   none: N_("report.amount.none"),
   little: N_("report.amount.little"),
   half: N_("report.amount.half"),
   most: N_("report.amount.most"),
   all: N_("report.amount.all"),
 };
-const NAPPIES = { wet: N_("report.nappy.wet"), dirty: N_("report.nappy.dirty"), both: N_("report.nappy.both") };
-const MOODS = {
+export const NAPPIES = { wet: N_("report.nappy.wet"), dirty: N_("report.nappy.dirty"), both: N_("report.nappy.both") };
+export const MOODS = {
   happy: N_("report.mood.happy"),
   calm: N_("report.mood.calm"),
   tired: N_("report.mood.tired"),
