@@ -75,7 +75,8 @@ def _consent_summary(state: ChildConsent, granted: Mapping[int, datetime]) -> Js
 
 
 STAFF_SQL = """
-SELECT u.id, u.email, u.display_name AS name, array_agg(m.role ORDER BY m.role) AS roles,
+SELECT u.id, u.email, u.display_name AS name, u.password_hash IS NOT NULL AS active,
+       array_agg(m.role ORDER BY m.role) AS roles,
        ARRAY(SELECT sg.group_id FROM staff_groups sg JOIN groups g ON g.id = sg.group_id
              WHERE sg.user_id = u.id AND g.structure_id = $1 ORDER BY 1) AS groups
 FROM memberships m JOIN users u ON u.id = m.user_id
@@ -93,8 +94,8 @@ FROM groups g WHERE g.structure_id = $1 AND ($2::bigint IS NULL OR g.id = $2) OR
 FAMILIES_SQL = """
 SELECT f.id, f.name,
        ARRAY(SELECT fc.child_id FROM family_children fc WHERE fc.family_id = f.id ORDER BY 1) AS children,
-       COALESCE((SELECT jsonb_agg(jsonb_build_object('id', u.id, 'name', u.display_name, 'email', u.email)
-                                  ORDER BY u.id)
+       COALESCE((SELECT jsonb_agg(jsonb_build_object('id', u.id, 'name', u.display_name, 'email', u.email,
+                                                     'active', u.password_hash IS NOT NULL) ORDER BY u.id)
                  FROM family_members fm JOIN users u ON u.id = fm.user_id WHERE fm.family_id = f.id),
                 '[]'::jsonb) AS members
 FROM families f WHERE f.structure_id = $1 AND ($2::bigint IS NULL OR f.id = $2) ORDER BY f.name, f.id

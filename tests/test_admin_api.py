@@ -176,9 +176,9 @@ async def test_structure_names_are_unique(gateway: Gateway, d: Demo, elsewhere: 
 
 async def test_admin_adds_and_removes_staff(gateway: Gateway, d: Demo, changes: PubSub) -> None:
     listed = await ok(gateway, "GET", d.url("/staff"), d.admin)
-    assert [(s["email"], s["roles"]) for s in listed] == [
-        ("admin@demo.test", ["admin"]),
-        ("staff@demo.test", ["staff"]),
+    assert [(s["email"], s["roles"], s["active"]) for s in listed] == [
+        ("admin@demo.test", ["admin"], True),
+        ("staff@demo.test", ["staff"], True),
     ]
     assert listed[1]["groups"] == sorted(d.groups.values())
 
@@ -188,6 +188,7 @@ async def test_admin_adds_and_removes_staff(gateway: Gateway, d: Demo, changes: 
         "id": added["id"],
         "email": "nadia@demo.test",
         "name": "Nadia Auxiliaire",
+        "active": False,  # until she sets her password through an invitation
         "roles": ["staff"],
         "groups": [],
     }
@@ -365,7 +366,7 @@ async def test_admin_manages_households(gateway: Gateway, d: Demo, changes: PubS
     martin = next(f for f in families if f["name"] == "Famille Martin")
     assert martin["children"] == [d.children["Léa"]]
     assert martin["members"] == [
-        {"id": d.users["martin@demo.test"], "name": "Julie Martin", "email": "martin@demo.test"}
+        {"id": d.users["martin@demo.test"], "name": "Julie Martin", "email": "martin@demo.test", "active": True}
     ]
 
     created = await ok(gateway, "POST", d.url("/families"), d.admin, {"name": "Famille Petit"}, status=201)

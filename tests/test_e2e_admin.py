@@ -123,6 +123,12 @@ async def test_an_invited_parent_chooses_a_password_and_lands_in_their_household
     await expect(admin.page.get_by_role("alert")).to_have_text(
         "Ce compte a déjà un mot de passe : la personne se connecte avec."
     )
+    # Once the lists are read again, an active account is offered no invitation.
+    await admin.page.reload()
+    await expect(admin.page.get_by_text("camille.petit@example.test")).to_be_visible()
+    await expect(admin.page.get_by_role("button", name="Créer un lien d'invitation pour Camille Petit")).to_have_count(
+        0
+    )
 
 
 async def test_an_admin_withdraws_a_guardians_consultation_and_the_audit_log_shows_it(

@@ -139,7 +139,8 @@ export function householdSection(ctx, call, familyId) {
   const members = (family) => {
     const fb = keep("members", feedback);
     const rows = family.members.map((member) => {
-      const invite = keep(`invite-${member.id}`, () => invitation(call, member));
+      // Only an account without a password yet can be invited (protocol.md §1.4).
+      const invite = member.active ? { button: null, el: null } : keep(`invite-${member.id}`, () => invitation(call, member));
       const remove = h(
         "button",
         { type: "button", class: "danger", id: `member-${member.id}-remove`, "aria-label": t("admin.households_remove_member_of", { name: personName(member) }) },

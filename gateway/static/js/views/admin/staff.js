@@ -35,7 +35,8 @@ export function staffSection(ctx, call) {
 
   const item = (member) => {
     const fb = keep(`fb-${member.id}`, feedback);
-    const invite = keep(`invite-${member.id}`, () => invitation(call, member));
+    // Only an account without a password yet can be invited (protocol.md §1.4).
+    const invite = member.active ? { button: null, el: null } : keep(`invite-${member.id}`, () => invitation(call, member));
     const titleId = `staff-${member.id}`;
     const groupNames = member.groups.map((id) => groups.find((g) => g.id === id)?.name).filter(Boolean);
     const removals = member.roles.map((role) => {
