@@ -20,9 +20,9 @@ from gateway.http_api import current_principal, services
 from gateway.services import Services
 from gateway.uploads import MULTIPART_SLACK, receive
 from realtime.channels import Channel
-from realtime.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, ProcrecheError, TooLarge
+from realtime.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, TooLarge
 from realtime.fs_store import FilesystemStore, InvalidLink
-from realtime.media import RENDITIONS, Media, object_key
+from realtime.media import RENDITIONS, Media, object_key, refusal
 from realtime.media_store import MissingObject
 from realtime.permissions import (
     FORBIDDEN,
@@ -39,14 +39,6 @@ from realtime.permissions import (
 LINK_SECONDS = 300
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 NO_STORE = {"Cache-Control": "no-store"}
-
-
-def refusal(decision: Decision) -> ProcrecheError:
-    if decision.code == "not_found":
-        return NotFound(decision.reason, code="not_found")
-    if decision.code == "media_withdrawn":
-        return Gone(decision.reason, code=decision.code)
-    return Forbidden(decision.reason, code=decision.code, details=decision.details)
 
 
 async def upload_structure(s: Services, p: Principal, channel_name: str | None) -> int:

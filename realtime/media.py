@@ -21,7 +21,7 @@ import asyncpg
 
 from realtime import audit
 from realtime.database import Pool
-from realtime.errors import Forbidden, NotFound, TooLarge
+from realtime.errors import Forbidden, Gone, NotFound, ProcrecheError, TooLarge
 from realtime.media_types import MediaType
 from realtime.permissions import Decision, MediaItem
 
@@ -43,6 +43,15 @@ def object_key(structure_id: int, media_id: str, name: str) -> str:
     """Where a media's object lives in the store: built from ids only, never from a name
     the uploader chose."""
     return f"s{structure_id}/{media_id}/{name}"
+
+
+def refusal(decision: Decision) -> ProcrecheError:
+    """The error a refused media decision answers: not found, gone, or forbidden."""
+    if decision.code == "not_found":
+        return NotFound(decision.reason, code="not_found")
+    if decision.code == "media_withdrawn":
+        return Gone(decision.reason, code=decision.code)
+    return Forbidden(decision.reason, code=decision.code, details=decision.details)
 
 
 def parse_id(raw: str) -> str | None:
@@ -238,8 +247,7 @@ class MediaLibrary:
             found = {row["id"]: Media.of(row) for row in rows}
             decision = decide([found[i].item(channel, msg_key) if i in found else None for i in ids])
             if not decision.allowed:
-                error = NotFound if decision.code == "not_found" else Forbidden
-                raise error(decision.reason, code=decision.code)
+                raise refusal(decision)
             await conn.execute(
                 "UPDATE media SET channel = $2, msg_key = $3, children = $4, message_id = NULL"
                 " WHERE id = ANY($1::uuid[]) AND (channel, msg_key) IS DISTINCT FROM ($2, $3)",

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from realtime import demo
@@ -80,6 +82,32 @@ async def open_page(browser: Browser, base: str, *, phone: bool = False, locale:
     page = await context.new_page()
     user = UserPage(context, page)
     page.on("pageerror", lambda error: user.errors.append(str(error)))
+    return user
+
+
+NEEDS_CHROMIUM = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt install chromium)")
+
+
+@pytest_asyncio.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with launch_browser() as b:
+        yield b
+
+
+@pytest_asyncio.fixture
+async def pages(browser: Browser) -> AsyncIterator[list[UserPage]]:
+    """The pages a test opens; closed after it, and none may have raised a JavaScript error."""
+    opened: list[UserPage] = []
+    yield opened
+    for user in opened:
+        await user.close()
+    errors = [e for user in opened for e in user.errors]
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+async def new_page(browser: Browser, gateway: Gateway, pages: list[UserPage], *, phone: bool = False) -> UserPage:
+    user = await open_page(browser, gateway.base, phone=phone)
+    pages.append(user)
     return user
 
 

@@ -7,58 +7,35 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-import pytest_asyncio
 from playwright.async_api import Browser, WebSocketRoute, expect
 
 from realtime.client import Client
 from realtime.errors import CloseCode
 from tests.conftest import DEMO_PASSWORD, Gateway, bearer, media_worker
 from tests.e2e import (
-    CHROMIUM,
+    NEEDS_CHROMIUM,
     STATIC,
     UserPage,
     assert_not_reloaded,
+    browser,
     channel_of,
     image_loaded,
-    launch_browser,
     login_ui,
     mark_page,
+    new_page,
     open_channel,
-    open_page,
+    pages,
     publish,
     status,
     upload_media,
 )
 from tests.media_samples import jpeg_with_metadata
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt install chromium)")
+__all__ = ["browser", "pages"]  # the harness's fixtures, used by name
 
-
-@pytest_asyncio.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with launch_browser() as b:
-        yield b
-
-
-@pytest_asyncio.fixture
-async def pages(browser: Browser) -> AsyncIterator[list[UserPage]]:
-    """The pages a test opens; closed after it, and none may have raised a JavaScript error."""
-    opened: list[UserPage] = []
-    yield opened
-    for user in opened:
-        await user.close()
-    errors = [e for user in opened for e in user.errors]
-    assert not errors, f"JavaScript errors: {errors}"
-
-
-async def new_page(browser: Browser, gateway: Gateway, pages: list[UserPage], *, phone: bool = False) -> UserPage:
-    user = await open_page(browser, gateway.base, phone=phone)
-    pages.append(user)
-    return user
+pytestmark = NEEDS_CHROMIUM
 
 
 async def on_channel(

@@ -7,55 +7,32 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-import pytest_asyncio
 from playwright.async_api import Browser, Page, WebSocketRoute, expect
 
 from tests.conftest import Gateway
 from tests.e2e import (
-    CHROMIUM,
+    NEEDS_CHROMIUM,
     UserPage,
     admin_api,
     assert_not_reloaded,
+    browser,
     channel_of,
-    launch_browser,
     login_ui,
     mark_page,
+    new_page,
     open_admin,
     open_channel,
-    open_page,
+    pages,
     status,
 )
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt install chromium)")
+__all__ = ["browser", "pages"]  # the harness's fixtures, used by name
+
+pytestmark = NEEDS_CHROMIUM
 
 NEW_PASSWORD = "Un mot de passe pour Camille 2026"
-
-
-@pytest_asyncio.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with launch_browser() as b:
-        yield b
-
-
-@pytest_asyncio.fixture
-async def pages(browser: Browser) -> AsyncIterator[list[UserPage]]:
-    """The pages a test opens; closed after it, and none may have raised a JavaScript error."""
-    opened: list[UserPage] = []
-    yield opened
-    for user in opened:
-        await user.close()
-    errors = [e for user in opened for e in user.errors]
-    assert not errors, f"JavaScript errors: {errors}"
-
-
-async def new_page(browser: Browser, gateway: Gateway, pages: list[UserPage], *, phone: bool = False) -> UserPage:
-    user = await open_page(browser, gateway.base, phone=phone)
-    pages.append(user)
-    return user
 
 
 def entry(page: Page, text: str) -> Any:

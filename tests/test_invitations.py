@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Gateway, bearer
-from tests.test_admin_api import Demo, Elsewhere, call, d, elsewhere
+from tests.test_admin_api import Demo, Elsewhere, call, d, elsewhere, ok
 
 __all__ = ["d", "elsewhere"]  # fixtures shared with the administration tests
 
@@ -19,22 +19,13 @@ NEW_PASSWORD = "a-long-new-password-42"
 
 
 async def new_staff(gateway: Gateway, d: Demo) -> int:
-    added = await call(
-        gateway,
-        "POST",
-        d.url("/staff"),
-        d.admin,
-        {"email": "nouvelle@demo.test", "name": "Inès Nouvelle", "role": "staff"},
-    )
-    assert added.status_code == 201, added.text
-    user_id: int = added.json()["id"]
+    body = {"email": "nouvelle@demo.test", "name": "Inès Nouvelle", "role": "staff"}
+    user_id: int = (await ok(gateway, "POST", d.url("/staff"), d.admin, body, status=201))["id"]
     return user_id
 
 
 async def invite(gateway: Gateway, d: Demo, user_id: int) -> dict[str, Any]:
-    response = await call(gateway, "POST", d.url(f"/users/{user_id}/invitation"), d.admin)
-    assert response.status_code == 201, response.text
-    result: dict[str, Any] = response.json()
+    result: dict[str, Any] = await ok(gateway, "POST", d.url(f"/users/{user_id}/invitation"), d.admin, status=201)
     return result
 
 

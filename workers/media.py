@@ -19,6 +19,7 @@ import logging
 import shutil
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ class MediaWorker:
                 loops.create_task(self._loop(), name=f"media {n}")
 
     @contextlib.asynccontextmanager
-    async def _listening(self) -> Any:
+    async def _listening(self) -> AsyncIterator[None]:
         def wake(*_: object) -> None:
             self._wake.set()
 
