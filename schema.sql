@@ -203,9 +203,15 @@ CREATE TABLE IF NOT EXISTS receipts (
     PRIMARY KEY (channel, user_id)
 );
 
+-- A report of a message (terms art. 14): one row per reporter and message. The open
+-- reports of one message form one case of the structure's moderation queue, resolved
+-- together. No foreign key to messages: a message is reported as soon as it is delivered,
+-- possibly before the persistence worker has written it.
 CREATE TABLE IF NOT EXISTS reports (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    message_id   uuid NOT NULL REFERENCES messages ON DELETE CASCADE,
+    message_id   uuid NOT NULL,
+    channel      text NOT NULL,
+    structure_id bigint NOT NULL REFERENCES structures ON DELETE CASCADE,
     reporter_id  bigint REFERENCES users ON DELETE SET NULL,
     reason       text NOT NULL CHECK (length(reason) BETWEEN 1 AND 2000),
     state        text NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'withdrawn', 'dismissed')),
@@ -213,8 +219,17 @@ CREATE TABLE IF NOT EXISTS reports (
     resolved_by  bigint REFERENCES users ON DELETE SET NULL,
     resolved_at  timestamptz
 );
-CREATE INDEX IF NOT EXISTS reports_open ON reports (created_at) WHERE state = 'open';
+-- The first version of this table was never written to: it referenced messages and had
+-- neither channel nor structure.
+ALTER TABLE reports DROP CONSTRAINT IF EXISTS reports_message_id_fkey;
+ALTER TABLE reports ADD COLUMN IF NOT EXISTS channel text NOT NULL;
+ALTER TABLE reports ADD COLUMN IF NOT EXISTS structure_id bigint NOT NULL REFERENCES structures ON DELETE CASCADE;
+DROP INDEX IF EXISTS reports_open;
+CREATE INDEX IF NOT EXISTS reports_queue ON reports (structure_id, created_at) WHERE state = 'open';
 CREATE INDEX IF NOT EXISTS reports_message ON reports (message_id);
+CREATE INDEX IF NOT EXISTS reports_reporter ON reports (reporter_id);
+-- A reporter has one open report of a message: reporting it again changes nothing.
+CREATE UNIQUE INDEX IF NOT EXISTS reports_one_open ON reports (message_id, reporter_id) WHERE state = 'open';
 
 -- Append-only: the application role is never granted UPDATE or DELETE on it.
 CREATE TABLE IF NOT EXISTS audit_log (
@@ -252,6 +267,36 @@ CREATE TABLE IF NOT EXISTS sessions (
     revoked_at  timestamptz
 );
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
+
+-- A data export (portability, docs/export.md): the request, its job, and the zip built in
+-- the media store under object_key. The table is the queue, like `media`: a worker claims
+-- a queued row (FOR UPDATE SKIP LOCKED) under a lease. Requester and structure are set to
+-- NULL rather than cascading, so that an erased account's zip is still found and deleted
+-- by the expiry sweep.
+CREATE TABLE IF NOT EXISTS exports (
+    id             uuid PRIMARY KEY,
+    requester_id   bigint REFERENCES users ON DELETE SET NULL,
+    structure_id   bigint REFERENCES structures ON DELETE SET NULL,
+    scope          text NOT NULL CHECK (scope IN ('me', 'child', 'household', 'structure')),
+    subject        bigint,
+    state          text NOT NULL DEFAULT 'queued'
+                   CHECK (state IN ('queued', 'running', 'ready', 'failed', 'expired')),
+    progress       integer NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+    object_key     text,
+    bytes          bigint CHECK (bytes >= 0),
+    attempts       integer NOT NULL DEFAULT 0,
+    claimed_until  timestamptz,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    ready_at       timestamptz,
+    expires_at     timestamptz,
+    CHECK ((scope = 'me') = (subject IS NULL))
+);
+CREATE INDEX IF NOT EXISTS exports_requester ON exports (requester_id, created_at);
+CREATE INDEX IF NOT EXISTS exports_queue ON exports (created_at) WHERE state IN ('queued', 'running');
+CREATE INDEX IF NOT EXISTS exports_expiry ON exports (expires_at) WHERE state = 'ready';
+-- One export of a subject in the making per requester: asking again answers that one.
+CREATE UNIQUE INDEX IF NOT EXISTS exports_one_pending
+    ON exports (requester_id, scope, coalesce(subject, 0)) WHERE state IN ('queued', 'running');
 
 INSERT INTO terms_versions (version, text) VALUES (1,
 'Conditions générales d''utilisation de procreche, version 1.

@@ -10,9 +10,7 @@ other unknown id (403 for a structure, 404 below it).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
-from datetime import date
 from typing import Any
 
 from starlette.requests import Request
@@ -20,6 +18,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.http_api import current_principal, json_body, services
+from gateway.params import (
+    MAX_ID,
+    bool_field,
+    int_value,
+    only_fields,
+    optional_date,
+    optional_id,
+    path_id,
+    query_int,
+    text_field,
+)
 from realtime.accounts import normalise_email
 from realtime.admin import GUARDIANSHIP_FLAGS, StructureAdmin
 from realtime.errors import BadRequest, Forbidden
@@ -27,93 +36,24 @@ from realtime.permissions import Decision, Principal, may_administer, may_view_c
 
 Policy = Callable[[Principal, int], Decision]
 
-MAX_ID = 2**63 - 1
 MAX_LIST = 1000
 AUDIT_DEFAULT_LIMIT = 50
 AUDIT_MAX_LIMIT = 500
-ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-# -- parsing ------------------------------------------------------------------------------
-
-
-def _path_id(request: Request, name: str) -> int:
-    raw = request.path_params[name]
-    if not (isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 19):
-        return 0
-    value = int(raw)
-    return value if value <= MAX_ID else 0
-
-
-def _only(body: Mapping[str, Any], allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> None:
-    # Unknown fields are refused rather than ignored: a typo must not look like a success.
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}", code="bad_request")
-    missing = [f for f in required if f not in body]
-    if missing:
-        raise BadRequest(f"missing field(s): {', '.join(missing)}", code="bad_request")
-
-
-def _text(body: Mapping[str, Any], field: str, max_length: int) -> str:
-    value = body.get(field)
-    if not isinstance(value, str) or not 1 <= len(value.strip()) <= max_length:
-        raise BadRequest(f"{field} must be a non-empty string of at most {max_length} characters", code="bad_request")
-    return value.strip()
-
-
-def _bool(body: Mapping[str, Any], field: str) -> bool:
-    value = body.get(field)
-    if not isinstance(value, bool):
-        raise BadRequest(f"{field} must be true or false", code="bad_request")
-    return value
-
-
-def _int(value: object, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise BadRequest(f"{field} must be an integer from {low} to {high}", code="bad_request")
-    return value
-
-
-def _optional_id(body: Mapping[str, Any], field: str) -> int | None:
-    value = body.get(field)
-    return None if value is None else _int(value, field, 1, MAX_ID)
-
-
-def _optional_date(body: Mapping[str, Any], field: str) -> date | None:
-    value = body.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not ISO_DATE.fullmatch(value):
-        raise BadRequest(f"{field} must be a date as YYYY-MM-DD or null", code="bad_request")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(f"{field} is not a valid date", code="bad_request") from None
-
-
-def _query_int(request: Request, name: str, low: int, high: int) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19):
-        raise BadRequest(f"{name} must be an integer from {low} to {high}", code="bad_request")
-    return _int(int(raw), name, low, high)
-
 
 STAFF_FIELDS = ("email", "name", "role")
 CHILD_PARSERS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
-    "first_name": lambda body, f: _text(body, f, 100),
-    "last_name": lambda body, f: _text(body, f, 100),
-    "group_id": _optional_id,
-    "birth_date": _optional_date,
-    "enrolled_on": _optional_date,
-    "left_on": _optional_date,
+    "first_name": lambda body, f: text_field(body, f, 100),
+    "last_name": lambda body, f: text_field(body, f, 100),
+    "group_id": optional_id,
+    "birth_date": optional_date,
+    "enrolled_on": optional_date,
+    "left_on": optional_date,
 }
 
 
 def _child_fields(body: Mapping[str, Any], *, create: bool) -> dict[str, Any]:
     required = ("first_name", "last_name", "enrolled_on") if create else ()
-    _only(body, tuple(CHILD_PARSERS), required)
+    only_fields(body, tuple(CHILD_PARSERS), required)
     fields = {f: parse(body, f) for f, parse in CHILD_PARSERS.items() if f in body}
     if "enrolled_on" in fields and fields["enrolled_on"] is None:
         raise BadRequest("enrolled_on is required", code="bad_request")
@@ -136,7 +76,7 @@ async def _admin(request: Request, policy: Policy) -> StructureAdmin:
     """The caller's operations on the structure in the path, once the policy allows them."""
     principal = await current_principal(request)
     s = services(request)
-    structure_id = _path_id(request, "sid")
+    structure_id = path_id(request, "sid")
     # An unknown structure is refused exactly like someone else's: no probing of ids.
     decision = policy(principal, structure_id)
     if not decision.allowed:
@@ -161,14 +101,14 @@ async def get_structure(request: Request) -> Response:
 async def patch_structure(request: Request) -> Response:
     admin = await _admin(request, may_administer)
     body = await json_body(request)
-    _only(body, ("name", "guardians_may_post", "retention_months"))
+    only_fields(body, ("name", "guardians_may_post", "retention_months"))
     changes: dict[str, Any] = {}
     if "name" in body:
-        changes["name"] = _text(body, "name", 200)
+        changes["name"] = text_field(body, "name", 200)
     if "guardians_may_post" in body:
-        changes["guardians_may_post"] = _bool(body, "guardians_may_post")
+        changes["guardians_may_post"] = bool_field(body, "guardians_may_post")
     if "retention_months" in body:
-        changes["retention_months"] = _int(body["retention_months"], "retention_months", 1, 120)
+        changes["retention_months"] = int_value(body["retention_months"], "retention_months", 1, 120)
     if not changes:
         raise BadRequest("nothing to change", code="bad_request")
     return _json(await admin.update_structure(changes))
@@ -185,14 +125,16 @@ async def list_staff(request: Request) -> Response:
 async def add_staff(request: Request) -> Response:
     admin = await _admin(request, may_administer)
     body = await json_body(request)
-    _only(body, STAFF_FIELDS, STAFF_FIELDS)
-    member, added = await admin.add_staff(normalise_email(body["email"]), _text(body, "name", 200), _role(body["role"]))
+    only_fields(body, STAFF_FIELDS, STAFF_FIELDS)
+    member, added = await admin.add_staff(
+        normalise_email(body["email"]), text_field(body, "name", 200), _role(body["role"])
+    )
     return _json(member, 201 if added else 200)
 
 
 async def remove_staff(request: Request) -> Response:
     admin = await _admin(request, may_administer)
-    await admin.remove_staff(_path_id(request, "uid"), _role(request.query_params.get("role")))
+    await admin.remove_staff(path_id(request, "uid"), _role(request.query_params.get("role")))
     return Response(status_code=NO_CONTENT)
 
 
@@ -207,32 +149,32 @@ async def list_groups(request: Request) -> Response:
 async def create_group(request: Request) -> Response:
     admin = await _admin(request, may_administer)
     body = await json_body(request)
-    _only(body, ("name",), ("name",))
-    return _json(await admin.create_group(_text(body, "name", 200)), 201)
+    only_fields(body, ("name",), ("name",))
+    return _json(await admin.create_group(text_field(body, "name", 200)), 201)
 
 
 async def patch_group(request: Request) -> Response:
     admin = await _admin(request, may_administer)
     body = await json_body(request)
-    _only(body, ("name",), ("name",))
-    return _json(await admin.rename_group(_path_id(request, "gid"), _text(body, "name", 200)))
+    only_fields(body, ("name",), ("name",))
+    return _json(await admin.rename_group(path_id(request, "gid"), text_field(body, "name", 200)))
 
 
 async def delete_group(request: Request) -> Response:
     admin = await _admin(request, may_administer)
-    await admin.delete_group(_path_id(request, "gid"))
+    await admin.delete_group(path_id(request, "gid"))
     return Response(status_code=NO_CONTENT)
 
 
 async def put_group_staff(request: Request) -> Response:
     admin = await _admin(request, may_administer)
     body = await json_body(request)
-    _only(body, ("user_ids",), ("user_ids",))
+    only_fields(body, ("user_ids",), ("user_ids",))
     user_ids = body["user_ids"]
     if not isinstance(user_ids, list) or len(user_ids) > MAX_LIST:
         raise BadRequest(f"user_ids must be a list of at most {MAX_LIST} ids", code="bad_request")
-    ids = [_int(u, "user_ids[]", 1, MAX_ID) for u in user_ids]
-    return _json(await admin.set_group_staff(_path_id(request, "gid"), ids))
+    ids = [int_value(u, "user_ids[]", 1, MAX_ID) for u in user_ids]
+    return _json(await admin.set_group_staff(path_id(request, "gid"), ids))
 
 
 # -- children -----------------------------------------------------------------------------
@@ -251,13 +193,13 @@ async def create_child(request: Request) -> Response:
 
 async def get_child(request: Request) -> Response:
     admin = await _admin(request, may_administer)
-    return _json(await admin.child(_path_id(request, "cid")))
+    return _json(await admin.child(path_id(request, "cid")))
 
 
 async def patch_child(request: Request) -> Response:
     admin = await _admin(request, may_administer)
     body = await json_body(request)
-    return _json(await admin.update_child(_path_id(request, "cid"), _child_fields(body, create=False)))
+    return _json(await admin.update_child(path_id(request, "cid"), _child_fields(body, create=False)))
 
 
 # -- households ---------------------------------------------------------------------------
@@ -271,48 +213,48 @@ async def list_families(request: Request) -> Response:
 async def create_family(request: Request) -> Response:
     admin = await _admin(request, may_administer)
     body = await json_body(request)
-    _only(body, ("name",), ("name",))
-    return _json(await admin.create_family(_text(body, "name", 200)), 201)
+    only_fields(body, ("name",), ("name",))
+    return _json(await admin.create_family(text_field(body, "name", 200)), 201)
 
 
 async def patch_family(request: Request) -> Response:
     admin = await _admin(request, may_administer)
     body = await json_body(request)
-    _only(body, ("name",), ("name",))
-    return _json(await admin.rename_family(_path_id(request, "fid"), _text(body, "name", 200)))
+    only_fields(body, ("name",), ("name",))
+    return _json(await admin.rename_family(path_id(request, "fid"), text_field(body, "name", 200)))
 
 
 async def delete_family(request: Request) -> Response:
     admin = await _admin(request, may_administer)
-    await admin.delete_family(_path_id(request, "fid"))
+    await admin.delete_family(path_id(request, "fid"))
     return Response(status_code=NO_CONTENT)
 
 
 async def add_family_member(request: Request) -> Response:
     admin = await _admin(request, may_administer)
     body = await json_body(request)
-    _only(body, ("email", "name"), ("email", "name"))
+    only_fields(body, ("email", "name"), ("email", "name"))
     member, added = await admin.add_family_member(
-        _path_id(request, "fid"), normalise_email(body["email"]), _text(body, "name", 200)
+        path_id(request, "fid"), normalise_email(body["email"]), text_field(body, "name", 200)
     )
     return _json(member, 201 if added else 200)
 
 
 async def remove_family_member(request: Request) -> Response:
     admin = await _admin(request, may_administer)
-    await admin.remove_family_member(_path_id(request, "fid"), _path_id(request, "uid"))
+    await admin.remove_family_member(path_id(request, "fid"), path_id(request, "uid"))
     return Response(status_code=NO_CONTENT)
 
 
 async def put_family_child(request: Request) -> Response:
     admin = await _admin(request, may_administer)
-    await admin.add_family_child(_path_id(request, "fid"), _path_id(request, "cid"))
+    await admin.add_family_child(path_id(request, "fid"), path_id(request, "cid"))
     return Response(status_code=NO_CONTENT)
 
 
 async def delete_family_child(request: Request) -> Response:
     admin = await _admin(request, may_administer)
-    await admin.remove_family_child(_path_id(request, "fid"), _path_id(request, "cid"))
+    await admin.remove_family_child(path_id(request, "fid"), path_id(request, "cid"))
     return Response(status_code=NO_CONTENT)
 
 
@@ -322,15 +264,15 @@ async def delete_family_child(request: Request) -> Response:
 async def put_guardianship(request: Request) -> Response:
     admin = await _admin(request, may_administer)
     body = await json_body(request)
-    _only(body, GUARDIANSHIP_FLAGS, GUARDIANSHIP_FLAGS)
-    flags = {f: _bool(body, f) for f in GUARDIANSHIP_FLAGS}
-    guardianship, created = await admin.set_guardianship(_path_id(request, "cid"), _path_id(request, "uid"), flags)
+    only_fields(body, GUARDIANSHIP_FLAGS, GUARDIANSHIP_FLAGS)
+    flags = {f: bool_field(body, f) for f in GUARDIANSHIP_FLAGS}
+    guardianship, created = await admin.set_guardianship(path_id(request, "cid"), path_id(request, "uid"), flags)
     return _json(guardianship, 201 if created else 200)
 
 
 async def delete_guardianship(request: Request) -> Response:
     admin = await _admin(request, may_administer)
-    await admin.remove_guardianship(_path_id(request, "cid"), _path_id(request, "uid"))
+    await admin.remove_guardianship(path_id(request, "cid"), path_id(request, "uid"))
     return Response(status_code=NO_CONTENT)
 
 
@@ -339,12 +281,12 @@ async def delete_guardianship(request: Request) -> Response:
 
 async def child_consent(request: Request) -> Response:
     admin = await _admin(request, may_view_consents)
-    return _json(await admin.consent(_path_id(request, "cid")))
+    return _json(await admin.consent(path_id(request, "cid")))
 
 
 async def invite_user(request: Request) -> Response:
     admin = await _admin(request, may_administer)
-    return _json(await admin.invite(_path_id(request, "uid")), 201)
+    return _json(await admin.invite(path_id(request, "uid")), 201)
 
 
 async def structure_consents(request: Request) -> Response:
@@ -354,8 +296,8 @@ async def structure_consents(request: Request) -> Response:
 
 async def audit_log(request: Request) -> Response:
     admin = await _admin(request, may_administer)
-    limit = _query_int(request, "limit", 1, AUDIT_MAX_LIMIT) or AUDIT_DEFAULT_LIMIT
-    before = _query_int(request, "before", 1, MAX_ID)
+    limit = query_int(request, "limit", 1, AUDIT_MAX_LIMIT) or AUDIT_DEFAULT_LIMIT
+    before = query_int(request, "before", 1, MAX_ID)
     action = request.query_params.get("action") or None
     if action is not None and len(action) > 100:
         raise BadRequest("action must be at most 100 characters", code="bad_request")

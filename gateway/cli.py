@@ -1,4 +1,4 @@
-"""The `procreche` command: serve, worker, migrate, demo.
+"""The `procreche` command: serve, worker, migrate, demo, drain, backup, restore.
 
 It lives in the gateway package because `serve` composes everything: embedded or
 configured servers, the Starlette app under uvicorn, and the workers.
@@ -25,6 +25,7 @@ from gateway.app import create_app
 from gateway.services import Services
 from gateway.wsproto import FanoutWebSocketProtocol
 from realtime import demo
+from realtime.backup import backup, describe_backup, describe_restore, restore
 from realtime.bus import Bus
 from realtime.database import migrate, open_pool
 from realtime.embedded import servers
@@ -37,6 +38,7 @@ from realtime.passwords import Passwords
 from realtime.protocol import MAX_FRAME
 from realtime.redis_client import open_redis
 from realtime.settings import Settings, SettingsError
+from workers.exports import ExportWorker
 from workers.media import MediaWorker
 from workers.persistence import PersistenceWorker
 
@@ -81,25 +83,27 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
     assert settings.database_url is not None
     assert settings.redis_url is not None
     async with (
-        open_pool(settings.database_url, max_size=4 + settings.media_processes) as pool,
+        open_pool(settings.database_url, max_size=6 + settings.media_processes) as pool,
         open_redis(settings.redis_url) as redis,
         open_media_store(settings) as store,
     ):
         await migrate(pool)
         keys = Keys(settings.redis_prefix, settings.partitions)
         persistence = PersistenceWorker.configured(settings, redis, pool)
-        media = MediaWorker(
-            pool, store, Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen), settings
-        )
+        bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
+        media = MediaWorker(pool, store, bus, settings)
+        exports = ExportWorker(pool, store, bus, settings)
         log.info(
             "persistence worker %s started; media worker: %d processes", persistence.name, settings.media_processes
         )
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(persistence.run())
             tasks.create_task(media.run())
+            tasks.create_task(exports.run())
             await stopping.wait()
             persistence.close()
             media.close()
+            exports.close()
 
 
 async def seed_demo(settings: Settings) -> None:
@@ -182,15 +186,27 @@ async def demo_only(settings: Settings) -> None:
         await seed_demo(settings.with_servers(db, rd))
 
 
+async def backup_only(settings: Settings, directory: Path, pg_bin: Path | None) -> None:
+    manifest = await backup(settings, directory, pg_bin=pg_bin)
+    print(f"procreche: {describe_backup(directory, manifest)}", flush=True)
+
+
+async def restore_only(settings: Settings, directory: Path, pg_bin: Path | None) -> None:
+    restored = await restore(settings, directory, pg_bin=pg_bin)
+    print(f"procreche: {describe_restore(directory, restored)}", flush=True)
+
+
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="procreche", description=__doc__.splitlines()[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
-        ("serve", "run the gateway and the workers (persistence, media)"),
-        ("worker", "run the workers alone (persistence, media)"),
+        ("serve", "run the gateway and the workers (persistence, media, exports)"),
+        ("worker", "run the workers alone (persistence, media, exports)"),
         ("migrate", "apply schema.sql (idempotent)"),
         ("demo", "seed the demo structure (idempotent)"),
         ("drain", "drain gateways for maintenance: clients reconnect elsewhere, then the gateway exits"),
+        ("backup", "write the database and every media object into a new folder"),
+        ("restore", "restore a backup folder into an empty deployment"),
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--data", type=Path, help="data folder for embedded servers (default ./var)")
@@ -205,6 +221,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
             sub.add_argument(
                 "names", nargs="*", help="gateway names (PROCRECHE_GATEWAY_NAME, default host:port); none: all"
             )
+        if name in ("backup", "restore"):
+            sub.add_argument("directory", type=Path, help="the backup folder (backup: absent or empty)")
+            sub.add_argument("--pg-bin", type=Path, help="folder of pg_dump/pg_restore (default: found by version)")
     return parser.parse_args(argv)
 
 
@@ -240,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = serve(settings, with_demo=args.demo, with_worker=not args.no_worker)
     elif args.command == "drain":
         runner = drain_gateways(settings, args.names)
+    elif args.command in ("backup", "restore"):
+        runner = (backup_only if args.command == "backup" else restore_only)(settings, args.directory, args.pg_bin)
     else:
         runner = {"worker": worker, "migrate": migrate_only, "demo": demo_only}[args.command](settings)
     try:

@@ -22,7 +22,7 @@ from gateway.uploads import MULTIPART_SLACK, receive
 from realtime.channels import Channel
 from realtime.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, TooLarge
 from realtime.fs_store import FilesystemStore, InvalidLink
-from realtime.media import RENDITIONS, Media, object_key, refusal
+from realtime.media import RENDITIONS, Media, object_key
 from realtime.media_store import MissingObject
 from realtime.permissions import (
     FORBIDDEN,
@@ -33,6 +33,7 @@ from realtime.permissions import (
     may_subscribe,
     may_upload_media,
     may_view_media,
+    refusal,
     structure_of,
 )
 

@@ -31,6 +31,7 @@ from realtime.presence import Presence
 from realtime.presence import member as presence_member
 from realtime.receipts import Receipts
 from realtime.redis_client import open_redis
+from realtime.reports import Reports
 from realtime.settings import Settings
 
 log = logging.getLogger("procreche.gateway")
@@ -54,6 +55,7 @@ class Services:
     presence: Presence
     media: MediaLibrary
     media_store: MediaStore
+    reports: Reports
     # Set when a drain starts (no new WebSocket, /healthz 503) and when it is complete.
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
@@ -128,6 +130,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             presence=Presence(redis, keys),
             media=MediaLibrary(pool),
             media_store=media_store,
+            reports=Reports(pool),
         )
         refresher = asyncio.create_task(_refresh_presence(services))
         try:

@@ -42,7 +42,7 @@ GUARDIANSHIP_FLAGS = ("parental_authority", "consultation", "may_post")
 SCOPED = {"groups": "group", "children": "child", "families": "household"}
 
 
-def _iso(value: date | datetime | None) -> str | None:
+def iso(value: date | datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
@@ -52,9 +52,9 @@ def _child_json(row: Mapping[str, Any] | asyncpg.Record) -> Json:
         "first_name": row["first_name"],
         "last_name": row["last_name"],
         "group_id": row["group_id"],
-        "birth_date": _iso(row["birth_date"]),
-        "enrolled_on": _iso(row["enrolled_on"]),
-        "left_on": _iso(row["left_on"]),
+        "birth_date": iso(row["birth_date"]),
+        "enrolled_on": iso(row["enrolled_on"]),
+        "left_on": iso(row["left_on"]),
     }
 
 
@@ -67,7 +67,7 @@ def _consent_summary(state: ChildConsent, granted: Mapping[int, datetime]) -> Js
                 "id": h.user_id,
                 "name": h.name,
                 "consented": h.user_id in state.consented,
-                "granted_at": _iso(granted.get(h.user_id)) if h.user_id in state.consented else None,
+                "granted_at": iso(granted.get(h.user_id)) if h.user_id in state.consented else None,
             }
             for h in state.holders
         ],
@@ -670,8 +670,8 @@ class StructureAdmin:
             "history": [
                 {
                     "guardian": {"id": r["guardian_id"], "name": r["display_name"]},
-                    "granted_at": _iso(r["granted_at"]),
-                    "revoked_at": _iso(r["revoked_at"]),
+                    "granted_at": iso(r["granted_at"]),
+                    "revoked_at": iso(r["revoked_at"]),
                     "terms_version": r["terms_version"],
                     "declaration": r["declaration"],
                 }
@@ -700,7 +700,7 @@ class StructureAdmin:
         return [
             {
                 "id": r["id"],
-                "at": _iso(r["at"]),
+                "at": iso(r["at"]),
                 "actor": None if r["actor_id"] is None else {"id": r["actor_id"], "name": r["actor_name"]},
                 "action": r["action"],
                 "subject_type": r["subject_type"],

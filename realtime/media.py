@@ -21,9 +21,9 @@ import asyncpg
 
 from realtime import audit
 from realtime.database import Pool
-from realtime.errors import Forbidden, Gone, NotFound, ProcrecheError, TooLarge
+from realtime.errors import TooLarge
 from realtime.media_types import MediaType
-from realtime.permissions import Decision, MediaItem
+from realtime.permissions import Decision, MediaItem, refusal
 
 # Workers LISTEN here; a new upload NOTIFYs, so processing starts at once.
 NOTIFY_CHANNEL = "procreche_media"
@@ -43,15 +43,6 @@ def object_key(structure_id: int, media_id: str, name: str) -> str:
     """Where a media's object lives in the store: built from ids only, never from a name
     the uploader chose."""
     return f"s{structure_id}/{media_id}/{name}"
-
-
-def refusal(decision: Decision) -> ProcrecheError:
-    """The error a refused media decision answers: not found, gone, or forbidden."""
-    if decision.code == "not_found":
-        return NotFound(decision.reason, code="not_found")
-    if decision.code == "media_withdrawn":
-        return Gone(decision.reason, code=decision.code)
-    return Forbidden(decision.reason, code=decision.code, details=decision.details)
 
 
 def parse_id(raw: str) -> str | None:

@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from realtime.channels import Channel, ChannelKind
+from realtime.errors import Forbidden, Gone, NotFound, ProcrecheError
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,15 @@ def deny(code: str, reason: str, details: tuple[dict[str, object], ...] = ()) ->
 
 
 FORBIDDEN = deny("forbidden", "you may not use this channel")
+
+
+def refusal(decision: Decision) -> ProcrecheError:
+    """The error a refused decision answers: not found, gone, or forbidden."""
+    if decision.code == "not_found":
+        return NotFound(decision.reason, code="not_found")
+    if decision.code == "media_withdrawn":
+        return Gone(decision.reason, code=decision.code)
+    return Forbidden(decision.reason, code=decision.code, details=decision.details)
 
 
 def account(p: Principal) -> Decision:
@@ -291,11 +301,50 @@ def may_administer(p: Principal, structure_id: int) -> Decision:
     return ALLOW if structure_id in p.admin_of else FORBIDDEN
 
 
-def may_view_consents(p: Principal, structure_id: int) -> Decision:
-    """Staff see each child's consent state (who has and who has not consented)."""
+def may_export(p: Principal, scope: str, structure_id: int | None) -> Decision:
+    """Portability: anyone exports their own data (`me`); a child's, a household's or a
+    whole structure's data, only an admin of that structure. `structure_id` is None for an
+    unknown child, household or structure: refused like another structure's, so that ids
+    cannot be probed."""
+    if not (verdict := account(p)).allowed:
+        return verdict
+    if scope == "me":
+        return ALLOW
+    if scope in ("child", "household", "structure") and structure_id is not None:
+        return may_administer(p, structure_id)
+    return FORBIDDEN
+
+
+def _staff_only(p: Principal, structure_id: int) -> Decision:
     if not (verdict := account(p)).allowed:
         return verdict
     return ALLOW if structure_id in p.staff_of else FORBIDDEN
+
+
+def may_view_consents(p: Principal, structure_id: int) -> Decision:
+    """Staff see each child's consent state (who has and who has not consented)."""
+    return _staff_only(p, structure_id)
+
+
+MESSAGE_NOT_FOUND = deny("not_found", "no such message in this channel")
+
+
+def may_report(
+    p: Principal, channel: Channel, facts: ChannelFacts, concerns: Collection[int], withdrawn: bool
+) -> Decision:
+    """Anyone reports a message they can see: the channel's subscribe rule, then the
+    message's visibility. A message they cannot see is unknown to them."""
+    if not (verdict := may_subscribe(p, channel, facts)).allowed:
+        return verdict
+    if withdrawn or not sees(p, structure_of(facts), concerns, withdrawn):
+        return MESSAGE_NOT_FOUND
+    return ALLOW
+
+
+def may_moderate(p: Principal, structure_id: int) -> Decision:
+    """Staff of a structure read its moderation queue, withdraw reported messages and
+    dismiss reports."""
+    return _staff_only(p, structure_id)
 
 
 def may_sign_consent(p: Principal, child_id: int) -> Decision:

@@ -104,6 +104,8 @@ class Settings:
     media_quota_bytes: int = 20 * 1024**3
     # Media processed at once by one worker, each in a process of its own.
     media_processes: int = 2
+    # Days a ready data export stays downloadable before the worker deletes it.
+    export_days: int = 7
 
     @property
     def media_root(self) -> Path:
@@ -152,6 +154,7 @@ class Settings:
             media_max_seconds=_int(env, "PROCRECHE_MEDIA_MAX_SECONDS", 300, minimum=1),
             media_quota_bytes=_int(env, "PROCRECHE_MEDIA_QUOTA_BYTES", 20 * 1024**3, minimum=0),
             media_processes=_int(env, "PROCRECHE_MEDIA_PROCESSES", 2, minimum=1),
+            export_days=_int(env, "PROCRECHE_EXPORT_DAYS", 7, minimum=1),
         )
 
     def with_servers(self, database_url: str, redis_url: str) -> Settings:

@@ -29,6 +29,7 @@ from realtime.database import migrate, open_pool
 from realtime.embedded import embedded_postgres, embedded_redis
 from realtime.passwords import Passwords
 from realtime.settings import Settings
+from workers.exports import ExportWorker
 from workers.media import MediaWorker
 from workers.persistence import PersistenceWorker
 
@@ -36,7 +37,7 @@ DEMO_PASSWORD = "demo-password-for-tests"
 TABLES = (
     "structures, groups, users, memberships, staff_groups, children, families, family_members, family_children,"
     " guardianships, consents, terms_acceptances, media, messages, message_children, receipts,"
-    " reports, audit_log, sessions, invitations"
+    " reports, audit_log, sessions, invitations, exports"
 )
 
 
@@ -214,6 +215,13 @@ def persistence_worker(
 def media_worker(gateway: Gateway) -> contextlib.AbstractAsyncContextManager[MediaWorker]:
     s = gateway.services
     return running(MediaWorker(s.pool, s.media_store, s.bus, s.settings))
+
+
+def export_worker(
+    gateway: Gateway, settings: Settings | None = None, **options: Any
+) -> contextlib.AbstractAsyncContextManager[ExportWorker]:
+    s = gateway.services
+    return running(ExportWorker(s.pool, s.media_store, s.bus, settings or s.settings, poll_s=0.2, **options))
 
 
 async def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:

@@ -41,6 +41,21 @@ async def test_a_job_that_keeps_failing_is_rejected_after_its_attempts(gateway: 
     assert status == {"id": media_id, "state": "rejected", "code": "media_unreadable"}
 
 
+async def test_an_upload_whose_file_is_gone_is_rejected_and_the_next_one_processed(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    staff = await gateway.login("staff@demo.test")
+    lost, kept = [
+        (await upload(gateway, staff, jpeg_with_metadata(tmp_path / f"{n}.jpg").read_bytes(), key=n)).json()["id"]
+        for n in ("lost", "kept")
+    ]
+    key = await gateway.services.pool.fetchval("SELECT incoming_key FROM media WHERE id = $1", uuid.UUID(lost))
+    await gateway.services.media_store.delete([key])
+    async with media_worker(gateway):
+        assert await processed(gateway, staff, lost) == {"id": lost, "state": "rejected", "code": "media_unreadable"}
+        assert (await processed(gateway, staff, kept))["state"] == "ready"
+
+
 async def test_a_burst_of_photos_is_processed_once_each(gateway: Gateway, tmp_path: Path) -> None:
     staff = await gateway.login("staff@demo.test")
     photos = [jpeg_with_metadata(tmp_path / f"{n}.jpg").read_bytes() for n in range(6)]

@@ -26,8 +26,10 @@ from realtime.permissions import (
     UserFacts,
     channel_children,
     may_administer,
+    may_moderate,
     may_post_kind,
     may_publish,
+    may_report,
     may_sign_consent,
     may_subscribe,
     may_tag,
@@ -634,7 +636,7 @@ def test_only_admins_of_the_structure_administer_it() -> None:
 
 
 @pytest.mark.rule("A1", "A2")
-@pytest.mark.parametrize("rule", [may_administer, may_view_consents])
+@pytest.mark.parametrize("rule", [may_administer, may_view_consents, may_moderate])
 def test_structure_rules_follow_the_account_state(rule: Callable[[Principal, int], Decision]) -> None:
     denied(rule(replace(admin(), disabled=True), STRUCTURE), "account_disabled")
     denied(rule(replace(admin(), terms_accepted=False), STRUCTURE), "terms_not_accepted")
@@ -649,8 +651,27 @@ def test_staff_and_admins_view_consents_of_their_structure_only() -> None:
     denied(may_view_consents(member(), STRUCTURE), "forbidden")
 
 
+@pytest.mark.rule("C5", "C6")
+def test_staff_and_admins_moderate_their_structure_only() -> None:
+    assert may_moderate(staff(), STRUCTURE) == ALLOW
+    assert may_moderate(admin(), STRUCTURE) == ALLOW
+    denied(may_moderate(staff(OTHER_STRUCTURE), STRUCTURE), "forbidden")
+    denied(may_moderate(guardian(), STRUCTURE), "forbidden")
+
+
+@pytest.mark.rule("C1", "C2", "C3")
+def test_a_message_is_reported_by_whoever_sees_it() -> None:
+    assert may_report(guardian(), FAMILY_CHANNEL, family(), (CHILD,), False) == ALLOW
+    assert may_report(staff(), FAMILY_CHANNEL, family(), (), False) == ALLOW
+    # The channel's refusal comes first: nothing is learnt of the message.
+    denied(may_report(guardian(household=OTHER_FAMILY), FAMILY_CHANNEL, family(), (), False), "forbidden")
+    denied(may_report(guardian(consultation=False), FAMILY_CHANNEL, family(), (CHILD,), False), "not_found")
+    denied(may_report(guardian(), FAMILY_CHANNEL, family(), (), True), "not_found")
+    denied(may_report(staff(), FAMILY_CHANNEL, family(), (), True), "not_found")
+
+
 @pytest.mark.rule("U2")
-@pytest.mark.parametrize("rule", [may_administer, may_view_consents])
+@pytest.mark.parametrize("rule", [may_administer, may_view_consents, may_moderate])
 def test_an_unknown_structure_is_refused_like_another(rule: Callable[[Principal, int], Decision]) -> None:
     # An id that names no structure is one the principal holds no role in: plain forbidden.
     unknown = 999_999

@@ -31,7 +31,7 @@ from realtime.channels import Channel
 from realtime.database import Pool
 from realtime.errors import ProcrecheError
 from realtime.media import MAX_ATTEMPTS, NOTIFY_CHANNEL, Media, MediaLibrary, object_key
-from realtime.media_store import MediaStore
+from realtime.media_store import MediaStore, MissingObject
 from realtime.media_types import MediaType
 from realtime.settings import Settings
 from workers.media_processing import Processed
@@ -148,7 +148,14 @@ class MediaWorker:
         work = Path(await asyncio.to_thread(self._make_work_dir))
         try:
             source = work / "incoming"
-            await self.store.fetch(media.incoming_key, source)
+            try:
+                await self.store.fetch(media.incoming_key, source)
+            except MissingObject:
+                # The uploaded file is gone (lost by the store, or a backup without it):
+                # no attempt can succeed, and the worker must go on with the next job.
+                log.warning("media %s: its uploaded file is missing; rejected", media.id)
+                await self._reject(media, "media_unreadable")
+                return
             try:
                 answer = await run_processing(source, MediaType(media.content_type), work / "out", self.settings)
             except (ProcessingFailed, TimeoutError) as exc:

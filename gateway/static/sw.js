@@ -2,7 +2,7 @@
 // opening. It caches nothing else: never /api/*, never /media/*, never the WebSocket, never
 // any answer that could hold a family's messages, photos or names. Requests for anything not
 // listed here are not even seen by respondWith: they go to the network untouched.
-const CACHE = "procreche-shell-v2";
+const CACHE = "procreche-shell-v3";
 const SHELL = [
   "/",
   "/index.html",
@@ -17,6 +17,7 @@ const SHELL = [
   "/js/dom.js",
   "/js/i18n.js",
   "/js/live.js",
+  "/js/moderation.js",
   "/js/notify.js",
   "/js/store.js",
   "/js/upload.js",
@@ -34,10 +35,13 @@ const SHELL = [
   "/js/views/compose.js",
   "/js/views/consent.js",
   "/js/views/conversation.js",
+  "/js/views/exports.js",
+  "/js/views/flag.js",
   "/js/views/invite.js",
   "/js/views/login.js",
   "/js/views/media.js",
   "/js/views/message.js",
+  "/js/views/moderation.js",
   "/js/views/report.js",
   "/js/views/terms.js",
 ];

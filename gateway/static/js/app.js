@@ -4,7 +4,8 @@
 //   #/c/<channel>           a conversation
 //   #/children              my children (guardians)
 //   #/children/<id>/consent a child's publication consent
-//   #/account               password, notifications, logout
+//   #/account               password, notifications, my reports, export my data, logout
+//   #/moderation            the moderation queue (staff)
 //   #/admin[/<section>…]    administration of the structure (admins)
 //   #/report/group:<id>     a group's daily reports, several children at once (staff)
 //   #/invite/<token>        an invitation: choose a first password (no session needed)
@@ -13,6 +14,7 @@ import { Consents } from "./consents.js";
 import { h } from "./dom.js";
 import { applyStatic, lang, N_, setLang, t } from "./i18n.js";
 import { Live } from "./live.js";
+import { Moderation } from "./moderation.js";
 import { notifyHidden } from "./notify.js";
 import { Store } from "./store.js";
 import { accountView } from "./views/account.js";
@@ -23,15 +25,18 @@ import { consentView } from "./views/consent.js";
 import { conversationView } from "./views/conversation.js";
 import { inviteView } from "./views/invite.js";
 import { loginView } from "./views/login.js";
+import { moderationView } from "./views/moderation.js";
 import { reportView } from "./views/report.js";
 import { termsView } from "./views/terms.js";
 
+const OUTCOMES = { withdrawn: N_("flag.outcome.withdrawn"), dismissed: N_("flag.outcome.dismissed") };
 const STATES = { online: N_("status.online"), reconnecting: N_("status.reconnecting"), offline: N_("status.offline") };
 
 const main = document.getElementById("main");
 const statusEl = document.getElementById("status");
 const topnav = document.getElementById("topnav");
 const announcer = document.getElementById("announcer");
+const toasts = document.getElementById("toasts");
 const langSelect = document.getElementById("lang");
 
 let ctx = null; // the logged-in session: me, live, store, consents and helpers
@@ -72,6 +77,7 @@ function start(me) {
     live,
     store,
     consents: staffRole ? new Consents(staffRole.structure_id, live) : null,
+    moderation: staffRole ? new Moderation(staffRole.structure_id, live) : null,
     announce,
     confirm: confirmDialog,
     logout,
@@ -81,11 +87,14 @@ function start(me) {
   live.addEventListener("denied", (event) => denied(event.detail.code));
   live.addEventListener("message", (event) => notifyHidden(store, event.detail));
   live.addEventListener("unsubscribed", refreshMe);
-  // user:<id> brings the `media` events of our uploads (protocol.md §1.3a).
+  live.addEventListener("report", (event) => toast(t(OUTCOMES[event.detail.state] ?? OUTCOMES.dismissed)));
+  ctx.moderation?.addEventListener("change", () => ctx && paintTopnav(location.hash || "#/"));
+  // user:<id> brings the events of our uploads, reports and exports (protocol.md §5.5).
   live.watch(`user:${me.user.id}`).catch(() => {});
   store.watchAll();
   live.start();
   ctx.consents?.load().catch(() => {});
+  ctx.moderation?.load();
   paintStatus(live.state);
   screen = "app";
   route();
@@ -188,6 +197,7 @@ function route() {
   if (hash === "#/children") return mount(childrenView(ctx));
   if ((match = hash.match(/^#\/children\/(\d+)\/consent$/))) return mount(consentView(ctx, Number(match[1])));
   if (hash === "#/account") return mount(accountView(ctx));
+  if (hash === "#/moderation") return mount(moderationView(ctx));
   if ((match = hash.match(/^#\/admin(?:\/(.*))?$/))) return mount(adminView(ctx, match[1] ?? ""));
   if ((match = hash.match(/^#\/report\/(group:\d+)$/))) return mount(reportView(ctx, match[1]));
   return mountLayout(null);
@@ -215,6 +225,14 @@ function paintTopnav(hash) {
   const link = (href, label, active) => h("li", null, h("a", { href, "aria-current": active ? "page" : null }, label));
   const links = [link("#/", t("nav.messages"), hash === "#/" || hash.startsWith("#/c/") || hash.startsWith("#/report/"))];
   if (ctx.me.children.length) links.push(link("#/children", t("nav.children"), hash.startsWith("#/children")));
+  if (ctx.moderation) {
+    const count = ctx.moderation.count;
+    const waiting = count
+      ? [" ", h("span", { class: "badge", "aria-hidden": "true" }, String(count)), h("span", { class: "visually-hidden" }, t("moderation.waiting", { count }))]
+      : null;
+    const label = [t("nav.moderation"), waiting];
+    links.push(link("#/moderation", label, hash === "#/moderation"));
+  }
   if (adminStructures(ctx.me).length) links.push(link("#/admin", t("nav.admin"), hash.startsWith("#/admin")));
   links.push(link("#/account", t("nav.account"), hash === "#/account"));
   topnav.replaceChildren(...links);
@@ -230,6 +248,13 @@ function paintStatus(state) {
 function announce(text) {
   announcer.textContent = "";
   setTimeout(() => (announcer.textContent = text), 50);
+}
+
+// A visible note that goes away by itself (and is read out): news that is not an error.
+function toast(text) {
+  const note = h("p", { class: "toast" }, text);
+  toasts.append(note);
+  setTimeout(() => note.remove(), 10000);
 }
 
 function confirmDialog(message, action) {
@@ -273,7 +298,7 @@ window.addEventListener("hashchange", () => {
   route();
   main.querySelector(".pane h2, h2")?.setAttribute("tabindex", "-1");
   if (location.hash.startsWith("#/c/")) main.querySelector(".pane h2")?.focus({ preventScroll: true });
-  else if (/^#\/(admin|report)/.test(location.hash)) main.querySelector("h2")?.focus({ preventScroll: true });
+  else if (/^#\/(admin|report|moderation)/.test(location.hash)) main.querySelector("h2")?.focus({ preventScroll: true });
 });
 applyStatic();
 if ("serviceWorker" in navigator) navigator.serviceWorker.register("/sw.js").catch(() => {});

@@ -5,7 +5,7 @@
 // Events (CustomEvent, detail = the frame unless said otherwise): state (online |
 // reconnecting | offline), subscribed ({channel, head, fresh}), reset ({channel}), gap
 // ({channel}), message, withdrawn, unsubscribed, read, typing, presence, media, consent,
-// denied ({code}: the session is refused, do something before reconnecting).
+// moderation, report, export, denied ({code}: the session is refused, do something before reconnecting).
 import { sleep, uuid } from "./dom.js";
 
 const SUBPROTOCOL = "procreche.v1.json";
@@ -13,7 +13,19 @@ const REQUEST_TIMEOUT = 15000;
 const MAX_BACKOFF = 30000;
 // §9: these mean "come back at once and resume" (the first time; then back off).
 const RESUME_AT_ONCE = new Set([1012, 4000, 4001]);
-const PUSHES = new Set(["message", "withdrawn", "unsubscribed", "read", "typing", "presence", "media", "consent"]);
+const PUSHES = new Set([
+  "message",
+  "withdrawn",
+  "unsubscribed",
+  "read",
+  "typing",
+  "presence",
+  "media",
+  "consent",
+  "moderation",
+  "report",
+  "export",
+]);
 // §10.7: a publish whose outcome is unknown is sent again with the same msg_id.
 const RETRYABLE = new Set(["unavailable", "internal", "timeout", "disconnected"]);
 

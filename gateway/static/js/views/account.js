@@ -1,10 +1,45 @@
-// The account: who is logged in, password change, notifications, logout.
+// The account: who is logged in, password change, notifications, my reports and their
+// outcome, export of my data, logout.
 import { api } from "../api.js";
-import { h } from "../dom.js";
-import { errorText, N_, t } from "../i18n.js";
+import { h, listen } from "../dom.js";
+import { errorText, formatDateTime, N_, t } from "../i18n.js";
 import { notificationButton } from "../notify.js";
+import { exportPanel } from "./exports.js";
 
 const ROLES = { admin: N_("role.admin"), staff: N_("role.staff"), guardian: N_("role.guardian") };
+const FLAG_STATES = { open: N_("flag.state.open"), withdrawn: N_("flag.state.withdrawn"), dismissed: N_("flag.state.dismissed") };
+
+// My reports of messages, the newest first, updated when staff decide (`report` events).
+function myReports(ctx, cleanups) {
+  const holder = h("div", { "aria-live": "polite" });
+  const load = async () => {
+    try {
+      const { items } = await api("GET", "/api/reports");
+      if (!items.length) return holder.replaceChildren(h("p", { class: "muted" }, t("flag.none")));
+      holder.replaceChildren(
+        h(
+          "ul",
+          { class: "my-reports" },
+          items.map((r) =>
+            h(
+              "li",
+              { dataset: { state: r.state } },
+              h("q", null, r.reason),
+              " — ",
+              h("strong", null, t(FLAG_STATES[r.state])),
+              h("span", { class: "muted" }, ` · ${formatDateTime(r.created_at)}`),
+            ),
+          ),
+        ),
+      );
+    } catch (e) {
+      holder.replaceChildren(h("p", { class: "error" }, errorText(e.code)));
+    }
+  };
+  listen(ctx.live, "report", load, cleanups);
+  load();
+  return holder;
+}
 
 export function accountView(ctx) {
   const { me } = ctx;
@@ -41,7 +76,11 @@ export function accountView(ctx) {
       error.textContent = errorText(e.code);
     }
   });
+  const cleanups = [];
+  const exports = exportPanel(ctx, "me", null, t("export.mine"));
+  cleanups.push(() => exports.destroy());
   return {
+    destroy: () => cleanups.forEach((c) => c()),
     el: h(
       "section",
       { class: "page", "aria-labelledby": "account-title" },
@@ -55,6 +94,8 @@ export function accountView(ctx) {
       ),
       form,
       h("div", { class: "card" }, h("h3", null, t("account.notifications")), notificationButton()),
+      h("div", { class: "card" }, h("h3", null, t("flag.mine")), myReports(ctx, cleanups)),
+      h("div", { class: "card" }, h("h3", null, t("export.title")), h("p", { class: "muted" }, t("export.explain")), exports.el),
       h("div", { class: "card" }, h("button", { type: "button", class: "danger", onclick: ctx.logout }, t("account.logout"))),
     ),
   };

@@ -1,8 +1,9 @@
 // One message of a channel, whatever its body kind (protocol.md §4.4), with the actions the
 // user may take on it: withdraw (staff, author), acknowledge an announcement (families),
-// see who has read it (staff).
+// see who has read it (staff), report it to the staff (anyone but its author).
 import { h } from "../dom.js";
 import { errorText, formatDate, formatTime, N_, t } from "../i18n.js";
+import { flagButton } from "./flag.js";
 import { mediaGrid } from "./media.js";
 
 export const AMOUNTS = {
@@ -36,7 +37,7 @@ export function renderMessage(ctx, message) {
       h("time", { datetime: message.at }, formatTime(message.at)),
     ),
     message.withdrawn ? h("p", { class: "withdrawn-note" }, t("message.withdrawn")) : null,
-    body(ctx, message),
+    messageBody(ctx, message),
     store.isStaff && message.children?.length
       ? h("p", { class: "tags" }, t("message.tags", { names: message.children.map((id) => ctx.childName(id)).join(", ") }))
       : null,
@@ -45,7 +46,7 @@ export function renderMessage(ctx, message) {
   return article;
 }
 
-function body(ctx, message) {
+export function messageBody(ctx, message) {
   const b = message.body;
   switch (b.kind) {
     case "text":
@@ -131,6 +132,8 @@ function actions(ctx, ch, message, mine) {
     });
     bar.append(withdraw);
   }
+  // Staff withdraw what they object to; families ask staff to look.
+  if (!store.isStaff && !mine && !message.withdrawn) bar.append(flagButton(message, status));
   return bar.childElementCount ? h("div", null, bar, status) : null;
 }
 

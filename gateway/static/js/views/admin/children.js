@@ -3,6 +3,7 @@
 // authority, consultation of the feed, writing to the nursery), publication consent.
 import { h } from "../../dom.js";
 import { formatDate, t, today } from "../../i18n.js";
+import { exportPanel } from "../exports.js";
 import {
   addPanel,
   backLink,
@@ -311,5 +312,7 @@ export function childSection(ctx, call, childId) {
     );
 
   load();
-  return { el: [backLink("#/admin/children", t("admin.children")), title, loadFb.el, body] };
+  const exports = exportPanel(ctx, "child", childId, t("admin.export_child"));
+  const exporting = h("div", { class: "card" }, h("h3", null, t("admin.export")), exports.el);
+  return { el: [backLink("#/admin/children", t("admin.children")), title, loadFb.el, body, exporting], destroy: exports.destroy };
 }

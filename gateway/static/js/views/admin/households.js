@@ -3,6 +3,7 @@
 // invitation link lets them set it) and its children.
 import { h } from "../../dom.js";
 import { t, today } from "../../i18n.js";
+import { exportPanel } from "../exports.js";
 import {
   addPanel,
   backLink,
@@ -250,5 +251,7 @@ export function householdSection(ctx, call, familyId) {
   };
 
   load();
-  return { el: [backLink("#/admin/households", t("admin.households")), title, loadFb.el, body] };
+  const exports = exportPanel(ctx, "household", familyId, t("admin.export_household"));
+  const exporting = h("div", { class: "card" }, h("h3", null, t("admin.export")), exports.el);
+  return { el: [backLink("#/admin/households", t("admin.households")), title, loadFb.el, body, exporting], destroy: exports.destroy };
 }
