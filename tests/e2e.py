@@ -254,6 +254,14 @@ async def seed_content(gateway: Gateway, work: Path) -> dict[str, str]:
     photo = jpeg_with_metadata(work / "peinture.jpg", size=(1200, 900), orientation=1)
     media = await upload_media(gateway, staff, lea, photo)
     await publish(gateway, staff, lea, {"kind": "media", "media": [media], "text": "Atelier peinture"}, [lea_id])
+    # A message of the household, reported by the mother: a case in the moderation queue.
+    reported = await publish(gateway, staff, household, {"kind": "text", "text": "Photo du groupe à la piscine"})
+    filed = await gateway.http.post(
+        "/api/reports",
+        json={"channel": household, "id": reported["id"], "reason": "Un autre enfant est reconnaissable"},
+        headers=bearer(martin),
+    )
+    assert filed.status_code == 201, filed.text
     return {"household": "Famille Martin", "lea": "Léa Martin", "grands": "Grands"}
 
 
@@ -303,6 +311,9 @@ async def take_screenshots(gateway: Gateway, browser: Browser, out: Path) -> lis
         await staff.page.get_by_role("link", name="Journées des enfants").click()
         await fill_a_day(staff.page)
         saved.append(await shoot(staff.page, out, f"daily-reports-{size}"))
+        await staff.page.get_by_role("link", name="Modération").click()
+        await expect(staff.page.get_by_text("Un autre enfant est reconnaissable")).to_be_visible()
+        saved.append(await shoot(staff.page, out, f"moderation-{size}"))
         await staff.close()
 
         admin = await open_page(browser, gateway.base, phone=phone)
