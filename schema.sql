@@ -194,6 +194,20 @@ CREATE INDEX IF NOT EXISTS message_children_child ON message_children (child_id)
 -- A media belongs to one message (media.message_id); this link table was never used.
 DROP TABLE IF EXISTS message_media;
 
+-- A user's request to have their account erased, waiting for an admin of their structure
+-- to confirm it (by erasing the account, which deletes the request with the user).
+CREATE TABLE IF NOT EXISTS erasure_requests (
+    user_id       bigint PRIMARY KEY REFERENCES users ON DELETE CASCADE,
+    requested_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Tombstones of erased messages (realtime/erasure.py): ids only. The persistence worker
+-- never inserts a message whose id is here, whenever its ingest entry reaches it.
+CREATE TABLE IF NOT EXISTS erased_messages (
+    id  uuid PRIMARY KEY,
+    at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- Read position of a user in a channel (a receipt covers every seq up to it).
 CREATE TABLE IF NOT EXISTS receipts (
     channel   text NOT NULL,

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from gateway import admin_api, consent_api, export_api, http_api, media_api, reports_api
+from gateway import admin_api, consent_api, erasure_api, export_api, http_api, media_api, reports_api
 from gateway.problems import handle_procreche_error, handle_unexpected
 from gateway.services import Services, open_services
 from gateway.ws import websocket_endpoint
@@ -51,6 +51,7 @@ def create_app(settings: Settings, on_drained: Callable[[], None] | None = None)
             *media_api.routes,
             *export_api.routes,
             *reports_api.routes,
+            *erasure_api.routes,
             WebSocketRoute("/ws", websocket_endpoint),
             Mount("/", StaticFiles(directory=STATIC, html=True), name="static"),
         ],

@@ -41,6 +41,7 @@ from realtime.settings import Settings, SettingsError
 from workers.exports import ExportWorker
 from workers.media import MediaWorker
 from workers.persistence import PersistenceWorker
+from workers.retention import RetentionJob
 
 log = logging.getLogger("procreche")
 
@@ -93,6 +94,7 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
         bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
         media = MediaWorker(pool, store, bus, settings)
         exports = ExportWorker(pool, store, bus, settings)
+        retention = RetentionJob(pool, redis, keys, store)
         log.info(
             "persistence worker %s started; media worker: %d processes", persistence.name, settings.media_processes
         )
@@ -100,10 +102,12 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
             tasks.create_task(persistence.run())
             tasks.create_task(media.run())
             tasks.create_task(exports.run())
+            tasks.create_task(retention.run())
             await stopping.wait()
             persistence.close()
             media.close()
             exports.close()
+            retention.close()
 
 
 async def seed_demo(settings: Settings) -> None:

@@ -25,7 +25,8 @@ were a third of the worker's CPU (bench/capacity.py)."""
 # beside the arrays (ROWS FROM zips them in order); the time as the record's µs since the
 # epoch (exact: a bigint times an interval of 1 µs is exact within 2^53 µs of 1970, i.e.
 # from 1685 to 2255); the kind is read from the body. RETURNING counts the rows inserted,
-# so that the ids absent are looked for only when some row conflicted (see `insert`).
+# so that the ids absent are looked for only when some row conflicted (see `insert`). An
+# erased message (a tombstone in erased_messages) is never inserted, and never absent.
 INSERT_MESSAGES = """
 WITH inserted AS (
     INSERT INTO messages (id, channel, seq, author_id, author_name, kind, body, client_msg_id, created_at,
@@ -38,6 +39,7 @@ WITH inserted AS (
              jsonb_array_elements($8::text::jsonb)
          ) AS m(id, channel, seq, author_id, author_name, client_msg_id, at_us, body)
     LEFT JOIN users u ON u.id = m.author_id
+    WHERE NOT EXISTS (SELECT 1 FROM erased_messages e WHERE e.id = m.id)
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
@@ -69,7 +71,8 @@ LOCK_CHANNELS = (
 )
 
 SELECT_ABSENT = """
-SELECT x::text AS id FROM unnest($1::uuid[]) AS x WHERE NOT EXISTS (SELECT 1 FROM messages WHERE id = x)
+SELECT x::text AS id FROM unnest($1::uuid[]) AS x
+WHERE NOT EXISTS (SELECT 1 FROM messages WHERE id = x) AND NOT EXISTS (SELECT 1 FROM erased_messages WHERE id = x)
 """
 
 MESSAGE_COLUMNS = """
