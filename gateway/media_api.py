@@ -19,6 +19,7 @@ from starlette.routing import Route
 from gateway.http_api import current_principal, services
 from gateway.services import Services
 from gateway.uploads import MULTIPART_SLACK, receive
+from realtime import audit
 from realtime.channels import Channel
 from realtime.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, TooLarge
 from realtime.fs_store import FilesystemStore, InvalidLink
@@ -147,10 +148,30 @@ async def view(request: Request) -> Response:
     if media.state != "ready":
         raise Conflict("this media is still being processed", code="media_not_ready")
     rendition = media.renditions[size]
-    url = await services(request).media_store.url(rendition["key"], rendition["type"], LINK_SECONDS)
+    s = services(request)
+    if size != "thumb" and media.children:
+        await _audit_view(s, await current_principal(request), media, size)
+    url = await s.media_store.url(rendition["key"], rendition["type"], LINK_SECONDS)
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse({"url": url, "type": rendition["type"], "expires_in": LINK_SECONDS}, headers=NO_STORE)
     return RedirectResponse(url, status_code=302, headers=NO_STORE)
+
+
+async def _audit_view(s: Services, p: Principal, media: Media, size: str) -> None:
+    """Staff opening a photo or video of identified children leave a trace: the families may
+    ask who looked. Thumbnails in a feed are not openings, and are not logged."""
+    if media.structure_id not in p.staff_of:
+        return
+    async with s.pool.acquire() as conn:
+        await audit.record(
+            conn,
+            actor_id=p.user_id,
+            structure_id=media.structure_id,
+            action="media.view",
+            subject_type="media",
+            subject_id=media.id,
+            details={"size": size, "children": list(media.children)},
+        )
 
 
 async def signed_file(request: Request) -> Response:

@@ -11,6 +11,15 @@ from tests.conftest import DEMO_PASSWORD, Gateway, bearer
 pytestmark = pytest.mark.usefixtures("demo_families")
 
 
+async def test_each_login_is_audited_and_a_failed_one_is_not(gateway: Gateway) -> None:
+    await gateway.login("staff@demo.test", accept_terms=False)
+    refused = await gateway.http.post("/api/login", json={"email": "staff@demo.test", "password": "wrong-password-1"})
+    assert refused.status_code == 401
+    rows = await gateway.services.pool.fetch("SELECT actor_id, action, details FROM audit_log WHERE action = 'login'")
+    staff_id = await gateway.services.pool.fetchval("SELECT id FROM users WHERE email = 'staff@demo.test'")
+    assert [(r["actor_id"], r["details"]) for r in rows] == [(staff_id, {})]
+
+
 async def test_login_returns_an_opaque_token_stored_only_hashed(gateway: Gateway) -> None:
     response = await gateway.http.post("/api/login", json={"email": "Martin@Demo.test", "password": DEMO_PASSWORD})
     assert response.status_code == 200

@@ -391,6 +391,31 @@ async def test_after_consent_revocation_the_photo_is_no_longer_served_to_guardia
     assert (await fetch(gateway, staff, media_id)).status_code == 200
 
 
+async def test_staff_opening_a_photo_of_a_child_is_audited_and_thumbnails_are_not(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    known = await ids(gateway)
+    group = f"group:{known['Bébés']}"
+    staff = await gateway.login("staff@demo.test")
+    martin = await gateway.login("martin@demo.test")
+    async with media_worker(gateway):
+        media_id = await ready_photo(gateway, staff, tmp_path)
+    async with Client.connect(gateway.ws, staff) as client:
+        await client.request(
+            "publish", channel=group, msg_id="media-a1", body=media_body(media_id), children=[known["Léa"]]
+        )
+    for token, size in ((staff, "thumb"), (staff, "screen"), (martin, "screen"), (staff, "original")):
+        assert (await fetch(gateway, token, media_id, size)).status_code == 200
+    staff_id = (await gateway.me(staff))["user"]["id"]
+    rows = await gateway.services.pool.fetch(
+        "SELECT actor_id, subject_id, details->>'size' AS size FROM audit_log WHERE action = 'media.view' ORDER BY id"
+    )
+    assert [(r["actor_id"], r["subject_id"], r["size"]) for r in rows] == [
+        (staff_id, media_id, "screen"),
+        (staff_id, media_id, "original"),
+    ]
+
+
 async def test_a_video_is_served_remuxed_with_its_poster(gateway: Gateway, tmp_path: Path) -> None:
     staff = await gateway.login("staff@demo.test")
     clip = video(tmp_path / "clip.mov", container="mov")

@@ -32,6 +32,17 @@ const ACTIONS = {
   "invitation.create": N_("audit.invitation.create"),
   "invitation.accept": N_("audit.invitation.accept"),
   "media.no_child_identifiable": N_("audit.media.no_child_identifiable"),
+  "report.file": N_("audit.report.file"),
+  "moderation.withdraw": N_("audit.moderation.withdraw"),
+  "moderation.dismiss": N_("audit.moderation.dismiss"),
+  "media.view": N_("audit.media.view"),
+  "export.request": N_("audit.export.request"),
+  "export.ready": N_("audit.export.ready"),
+  "export.download": N_("audit.export.download"),
+  "erasure.request": N_("audit.erasure.request"),
+  "erasure.user": N_("audit.erasure.user"),
+  "erasure.child": N_("audit.erasure.child"),
+  "erasure.household": N_("audit.erasure.household"),
 };
 
 const FIELDS = {
