@@ -11,11 +11,12 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from gateway import admin_api, consent_api, erasure_api, export_api, http_api, media_api, reports_api
+from gateway import admin_api, consent_api, erasure_api, export_api, http_api, media_api, metrics, reports_api
 from gateway.problems import handle_procreche_error, handle_unexpected
 from gateway.services import Services, open_services
 from gateway.ws import websocket_endpoint
 from realtime.errors import ProcrecheError
+from realtime.metrics import Metrics
 from realtime.settings import Settings
 
 STATIC = Path(__file__).with_name("static")
@@ -27,23 +28,29 @@ async def _after_drain(services: Services, on_drained: Callable[[], None] | None
         on_drained()
 
 
-def create_app(settings: Settings, on_drained: Callable[[], None] | None = None) -> Starlette:
+def create_app(
+    settings: Settings, on_drained: Callable[[], None] | None = None, process_metrics: Metrics | None = None
+) -> Starlette:
     """`on_drained` is called once a drain (SIGTERM, `procreche drain`) is complete: the
-    process can exit."""
+    process can exit. `process_metrics`: the process's metrics, which /metrics shows (with
+    the workers' in `procreche serve`); the app's own otherwise."""
+    shown = process_metrics if process_metrics is not None else Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
+            forget = shown.add(metrics.GatewaySource(services))
             watcher = asyncio.create_task(_after_drain(services, on_drained))
             try:
                 yield
             finally:
+                forget()
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *http_api.routes,
             *admin_api.routes,
@@ -53,8 +60,11 @@ def create_app(settings: Settings, on_drained: Callable[[], None] | None = None)
             *reports_api.routes,
             *erasure_api.routes,
             WebSocketRoute("/ws", websocket_endpoint),
+            metrics.route,
             Mount("/", StaticFiles(directory=STATIC, html=True), name="static"),
         ],
         exception_handlers={ProcrecheError: handle_procreche_error, Exception: handle_unexpected},
         lifespan=lifespan,
     )
+    app.state.metrics = shown
+    return app

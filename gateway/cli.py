@@ -22,9 +22,10 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from gateway.app import create_app
+from gateway.metrics import configured_listener
 from gateway.services import Services
 from gateway.wsproto import FanoutWebSocketProtocol
-from realtime import demo
+from realtime import demo, logs
 from realtime.backup import backup, describe_backup, describe_restore, restore
 from realtime.bus import Bus
 from realtime.database import migrate, open_pool
@@ -34,12 +35,14 @@ from realtime.invalidation import announce
 from realtime.keys import Keys
 from realtime.media_store import open_media_store
 from realtime.message_store import MessageStore
+from realtime.metrics import Metrics
 from realtime.passwords import Passwords
 from realtime.protocol import MAX_FRAME
 from realtime.redis_client import open_redis
 from realtime.settings import Settings, SettingsError
 from workers.exports import ExportWorker
 from workers.media import MediaWorker
+from workers.metrics import reported
 from workers.persistence import PersistenceWorker
 from workers.retention import RetentionJob
 
@@ -59,6 +62,9 @@ class Server(uvicorn.Server):
 def uvicorn_config(app: ASGIApp, settings: Settings, port: int | None = None) -> uvicorn.Config:
     # A peer that answers no ping is closed once `idle_timeout` has passed without a sign of life.
     ping_timeout = max(1.0, settings.idle_timeout_seconds - settings.ping_interval_seconds)
+    # uvicorn's loggers keep no handler of their own (log_config=None): they propagate to the
+    # process's (realtime/logs.py), in its format, and the URLs they record are redacted.
+    logs.install_redaction()
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -69,6 +75,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings, port: int | None = None) ->
         ws_ping_interval=settings.ping_interval_seconds,
         ws_ping_timeout=ping_timeout,
         lifespan="on",
+        log_config=None,
         log_level="info",
         proxy_headers=True,
     )
@@ -80,7 +87,7 @@ def on_stop_signals(stop: Callable[[], None]) -> None:
         loop.add_signal_handler(sig, stop)
 
 
-async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
+async def run_worker(settings: Settings, stopping: asyncio.Event, metrics: Metrics | None = None) -> None:
     assert settings.database_url is not None
     assert settings.redis_url is not None
     async with (
@@ -98,7 +105,7 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
         log.info(
             "persistence worker %s started; media worker: %d processes", persistence.name, settings.media_processes
         )
-        async with asyncio.TaskGroup() as tasks:
+        async with reported(metrics, persistence, media), asyncio.TaskGroup() as tasks:
             tasks.create_task(persistence.run())
             tasks.create_task(media.run())
             tasks.create_task(exports.run())
@@ -136,7 +143,8 @@ async def serve(settings: Settings, *, with_demo: bool, with_worker: bool = True
             server.should_exit = True
             stopping.set()
 
-        app = create_app(settings, on_drained=exit_now)
+        metrics = Metrics()  # one /metrics for the gateway and the workers of this process
+        app = create_app(settings, on_drained=exit_now, process_metrics=metrics)
         server = Server(uvicorn_config(app, settings))
         drains: list[asyncio.Task[None]] = []
 
@@ -151,9 +159,9 @@ async def serve(settings: Settings, *, with_demo: bool, with_worker: bool = True
 
         on_stop_signals(stop)
         print(f"procreche: serving on http://{settings.host}:{settings.port}/", flush=True)
-        async with asyncio.TaskGroup() as tasks:
+        async with configured_listener(metrics, settings), asyncio.TaskGroup() as tasks:
             if with_worker:
-                tasks.create_task(run_worker(settings, stopping))
+                tasks.create_task(run_worker(settings, stopping, metrics))
             try:
                 await server.serve()
             finally:
@@ -164,7 +172,9 @@ async def worker(settings: Settings) -> None:
     async with servers(settings.data_dir, settings.database_url, settings.redis_url) as (db, rd):
         stopping = asyncio.Event()
         on_stop_signals(stopping.set)
-        await run_worker(settings.with_servers(db, rd), stopping)
+        metrics = Metrics()
+        async with configured_listener(metrics, settings):
+            await run_worker(settings.with_servers(db, rd), stopping, metrics)
 
 
 async def migrate_only(settings: Settings) -> None:
@@ -244,12 +254,12 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         print(f"procreche: {exc}", file=sys.stderr)
         return 2
+    logs.configure(settings.log_format)
     if args.data is not None:
         settings = replace(settings, data_dir=args.data)
     if args.command == "serve":

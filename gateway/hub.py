@@ -90,6 +90,9 @@ class Hub:
     def __init__(self, outbound_limit: int) -> None:
         self.outbound_limit = outbound_limit
         self._channels: dict[str, set[Subscriber]] = {}
+        # For /metrics: frames written by `deliver` and `go_live`, subscribers closed as slow.
+        self.delivered = 0
+        self.slow_closed = 0
 
     def add(self, sub: Subscriber) -> bool:
         """Register a subscriber (catching up). True if it is the channel's first here."""
@@ -114,13 +117,23 @@ class Hub:
     def subscriber_count(self, channel: str) -> int:
         return len(self._channels.get(channel, ()))
 
-    def deliver(self, channel: str, out: Outgoing) -> None:
+    def subscriptions(self) -> int:
+        return sum(len(subs) for subs in self._channels.values())
+
+    def channels(self) -> int:
+        return len(self._channels)
+
+    def deliver(self, channel: str, out: Outgoing) -> int:
+        """Write `out` to the channel's live subscribers; the number of frames written."""
         subs = self._channels.get(channel)
         if not subs:
-            return
+            return 0
         slow: list[Subscriber] = []
         seq = out.seq
         limit = self.outbound_limit
+        # Counted on the rare paths only (catching up, duplicate, hidden), so that the common
+        # one, a write, costs nothing more than it did.
+        skipped = 0
         for sub in subs:
             pending = sub.pending
             if pending is not None:
@@ -128,24 +141,32 @@ class Hub:
                     slow.append(sub)
                 else:
                     pending.append(out)
+                skipped += 1
                 continue
             if seq is not None:
                 if seq <= sub.last_seq:
+                    skipped += 1
                     continue
                 sub.last_seq = seq
             if not sub.sees(out):
+                skipped += 1
                 continue
             sink = sub.sink
             sink.write(out.frame(sub.codec))
             if sink.buffered() > limit:
                 slow.append(sub)
+        written = len(subs) - skipped
+        self.delivered += written
+        self.slow_closed += len(slow)
         for sub in slow:
             sub.sink.close(CloseCode.SLOW_CONSUMER, "slow consumer: resume from your last seq")
+        return written
 
     def go_live(self, sub: Subscriber, last_seq: int) -> None:
         """The backlog up to `last_seq` was written: replay what came since, then go live."""
         sub.last_seq = last_seq
         pending, sub.pending = sub.pending or [], None
+        written = 0
         for out in pending:
             if out.seq is not None:
                 if out.seq <= sub.last_seq:
@@ -153,3 +174,5 @@ class Hub:
                 sub.last_seq = out.seq
             if sub.sees(out):
                 sub.sink.write(out.frame(sub.codec))
+                written += 1
+        self.delivered += written

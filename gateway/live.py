@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from realtime.errors import Unavailable
 from realtime.invalidation import Change
 from realtime.keys import Keys
 from realtime.messages import unpack_record
+from realtime.metrics import LATENCY_BUCKETS, Histogram
 
 log = logging.getLogger("procreche.live")
 
@@ -51,6 +53,9 @@ class LiveFeed:
         self._unsubscribing: collections.Counter[str] = collections.Counter()
         self._lock = asyncio.Lock()
         self._ready = asyncio.Event()
+        # Seconds from a message's `at` (the publishing gateway's clock) to its writing to
+        # this gateway's subscribers: one observation per message, not per subscriber.
+        self.latency = Histogram(LATENCY_BUCKETS)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[LiveFeed]:
@@ -158,7 +163,9 @@ class LiveFeed:
             elif head[:1] == b"e" and (audience := AUDIENCES.get(head[1:].decode())) is not None:
                 self.hub.deliver(channel, Outgoing.event(msgpack.unpackb(rest), audience))
             else:
-                self.hub.deliver(channel, Outgoing.of(unpack_record(int(head), rest)))
+                record = unpack_record(int(head), rest)
+                if self.hub.deliver(channel, Outgoing.of(record)):
+                    self.latency.observe(max(0.0, time.time() - record.at.timestamp()))
         elif kind == "subscribe":
             self._confirmed.add(channel)
             waiters = self._waiting.get(channel)

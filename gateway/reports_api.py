@@ -10,8 +10,6 @@ each change of the queue (event `moderation`); each reporter hears the outcome o
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -23,16 +21,9 @@ from gateway.params import only_fields, path_id, text_field
 from gateway.services import Services
 from realtime.channels import Channel
 from realtime.errors import BadRequest, NotFound
+from realtime.ids import canonical_uuid
 from realtime.permissions import Principal, may_moderate, may_report, refusal, structure_of
 from realtime.reports import DECISIONS, MAX_REASON, STATE_OF, Case, Decision
-
-
-def _message_id(raw: object) -> str | None:
-    """A message id in its canonical form; None for anything else, which names no message."""
-    if isinstance(raw, str) and len(raw) <= 64:
-        with contextlib.suppress(ValueError):
-            return str(uuid.UUID(raw))
-    return None
 
 
 async def tell_staff(s: Services, structure_id: int, message_id: str, open_reports: int) -> None:
@@ -50,7 +41,7 @@ async def file_report(request: Request) -> Response:
     channel = Channel.parse(body["channel"])
     reason = text_field(body, "reason", MAX_REASON)
     facts = await s.facts.channel_facts(channel)
-    message_id = _message_id(body["id"])
+    message_id = canonical_uuid(body["id"])
     message = None if message_id is None else await s.bus.find(channel, message_id)
     withdrawn = message is not None and (message.withdrawn or await s.bus.is_withdrawn(channel, message.id))
     decision = may_report(principal, channel, facts, message.concerns if message else (), withdrawn)
@@ -110,7 +101,7 @@ async def moderate(request: Request) -> Response:
     body = await json_body(request)
     only_fields(body, ("decision",), ("decision",))
     decision = _decision(body["decision"])
-    message_id = _message_id(request.path_params["message_id"])
+    message_id = canonical_uuid(request.path_params["message_id"])
     if message_id is None:
         raise NotFound("no open report of this message")
     channel = await s.reports.open_case(structure_id, message_id)

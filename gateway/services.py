@@ -25,6 +25,7 @@ from realtime.keys import Keys
 from realtime.media import MediaLibrary
 from realtime.media_store import MediaStore, open_media_store
 from realtime.message_store import MessageStore
+from realtime.metrics import GatewayCounts
 from realtime.passwords import Passwords
 from realtime.presence import REFRESH_SECONDS as PRESENCE_REFRESH_SECONDS
 from realtime.presence import Presence
@@ -59,6 +60,8 @@ class Services:
     # Set when a drain starts (no new WebSocket, /healthz 503) and when it is complete.
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+    # Connections and publishes, for /metrics (gateway/metrics.py).
+    counts: GatewayCounts = field(default_factory=GatewayCounts)
 
     async def drain(self) -> None:
         """Maintenance without loss: accept no new WebSocket, tell every client to reconnect

@@ -120,6 +120,7 @@ class Session:
         self._loop = asyncio.get_running_loop()
         self._bucket = TokenBucket(settings.rate_per_second, settings.rate_burst, self._loop.time())
         self._auth_timer: asyncio.TimerHandle | None = None
+        services.counts.connections += 1
 
     def send(self, payload: bytes) -> None:
         self.sink.write(ws_frame(payload, binary=self.protocol.codec.binary))
@@ -156,6 +157,7 @@ class Session:
                 await self._end()
 
     async def _end(self) -> None:
+        self.services.counts.connections -= 1
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
@@ -282,7 +284,12 @@ class Session:
         elif isinstance(request, Unsubscribe):
             await self._unsubscribe(request)
         elif isinstance(request, Publish):
-            await self._publish(request)
+            try:
+                await self._publish(request)
+            except Exception as exc:
+                self.services.counts.publish_failed(exc)
+                raise
+            self.services.counts.published()
         elif isinstance(request, History):
             await self._history(request)
         elif isinstance(request, Withdraw):

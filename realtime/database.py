@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -66,3 +67,20 @@ async def migrate(pool: Pool) -> None:
         # Several processes may start at once: one applies the schema, the others wait.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
         await conn.execute(sql)
+
+
+@asynccontextmanager
+async def woken_by(pool: Pool, channel: str, wake: asyncio.Event) -> AsyncIterator[None]:
+    """Set `wake` at each NOTIFY on `channel` while the block runs: a worker sleeping on
+    its queue hears of new work at once (it polls too, in case a notification is lost)."""
+
+    def on_notify(*_: object) -> None:
+        wake.set()
+
+    async with pool.acquire() as conn:
+        await conn.add_listener(channel, on_notify)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                await conn.remove_listener(channel, on_notify)

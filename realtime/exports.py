@@ -25,6 +25,7 @@ from realtime import audit
 from realtime.admin import iso
 from realtime.database import Pool
 from realtime.errors import Conflict
+from realtime.ids import canonical_uuid
 
 # Workers LISTEN here; a new request NOTIFYs, so the build starts at once.
 NOTIFY_CHANNEL = "procreche_exports"
@@ -45,14 +46,6 @@ COLUMNS = (
 def object_key(export_id: str) -> str:
     """Where an export's zip lives in the media store: built from its id only."""
     return f"exports/{export_id}.zip"
-
-
-def parse_id(raw: str) -> str | None:
-    """An export id in canonical form, or None if `raw` is not one."""
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +149,7 @@ class Exports:
         return export, True
 
     async def get(self, export_id: str) -> Export | None:
-        canonical = parse_id(export_id)
+        canonical = canonical_uuid(export_id)
         if canonical is None:
             return None
         row = await self.pool.fetchrow(f"SELECT {COLUMNS} FROM exports WHERE id = $1", canonical)

@@ -1,4 +1,5 @@
-"""Message ids: UUIDv7 (RFC 9562), time-ordered so that inserts stay local in the index."""
+"""Ids: UUIDv7 message ids (RFC 9562), time-ordered so that inserts stay local in the index;
+and the canonical form of a UUID received from a client."""
 
 from __future__ import annotations
 
@@ -16,3 +17,13 @@ def uuid7(now_ms: int | None = None) -> uuid.UUID:
     value |= 0b10 << 62  # variant
     value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b
     return uuid.UUID(int=value)
+
+
+def canonical_uuid(raw: object) -> str | None:
+    """A UUID in canonical form, or None if `raw` is not one: an id that names nothing."""
+    if not isinstance(raw, str) or len(raw) > 64:
+        return None
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        return None

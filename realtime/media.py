@@ -11,7 +11,6 @@ and media arrive at human pace (NOTIFY wakes the workers at once).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,6 +21,7 @@ import asyncpg
 from realtime import audit
 from realtime.database import Pool
 from realtime.errors import TooLarge
+from realtime.ids import canonical_uuid
 from realtime.media_types import MediaType
 from realtime.permissions import Decision, MediaItem, refusal
 
@@ -43,14 +43,6 @@ def object_key(structure_id: int, media_id: str, name: str) -> str:
     """Where a media's object lives in the store: built from ids only, never from a name
     the uploader chose."""
     return f"s{structure_id}/{media_id}/{name}"
-
-
-def parse_id(raw: str) -> str | None:
-    """A media id in canonical form, or None if `raw` is not one."""
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +98,7 @@ class MediaLibrary:
         self.pool = pool
 
     async def get(self, media_id: str) -> Media | None:
-        canonical = parse_id(media_id)
+        canonical = canonical_uuid(media_id)
         if canonical is None:
             return None
         row = await self.pool.fetchrow(f"SELECT {COLUMNS} FROM media WHERE id = $1", canonical)

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from realtime.logs import FORMATS, LogFormat
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value procreche cannot use."""
@@ -23,6 +25,22 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    if not env.get(name):
+        return None
+    port = _int(env, name, 0)
+    if port > 65535:
+        raise SettingsError(f"{name} must be a TCP port (0-65535), got {port}")
+    return port
+
+
+def _log_format(raw: str) -> LogFormat:
+    for known in FORMATS:
+        if raw.strip().lower() == known:
+            return known
+    raise SettingsError(f"PROCRECHE_LOG_FORMAT must be one of {', '.join(FORMATS)}, got {raw!r}")
 
 
 def parse_partitions(raw: str, partitions: int, name: str = "PROCRECHE_WORKER_PARTITIONS") -> frozenset[int] | None:
@@ -106,6 +124,12 @@ class Settings:
     media_processes: int = 2
     # Days a ready data export stays downloadable before the worker deletes it.
     export_days: int = 7
+    # Logs as lines for humans ("text") or one JSON object per line ("json", realtime/logs.py).
+    log_format: LogFormat = "text"
+    # A listener serving only /metrics, for `procreche worker` (which has no HTTP otherwise)
+    # and optionally `serve`; None: none. Loopback by default: /metrics has no authentication.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     @property
     def media_root(self) -> Path:
@@ -155,6 +179,9 @@ class Settings:
             media_quota_bytes=_int(env, "PROCRECHE_MEDIA_QUOTA_BYTES", 20 * 1024**3, minimum=0),
             media_processes=_int(env, "PROCRECHE_MEDIA_PROCESSES", 2, minimum=1),
             export_days=_int(env, "PROCRECHE_EXPORT_DAYS", 7, minimum=1),
+            log_format=_log_format(env.get("PROCRECHE_LOG_FORMAT") or "text"),
+            metrics_port=_port(env, "PROCRECHE_METRICS_PORT"),
+            metrics_host=env.get("PROCRECHE_METRICS_HOST") or "127.0.0.1",
         )
 
     def with_servers(self, database_url: str, redis_url: str) -> Settings:

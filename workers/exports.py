@@ -17,7 +17,6 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import asyncpg
 
 from realtime.bus import Bus
 from realtime.channels import Channel
-from realtime.database import Pool
+from realtime.database import Pool, woken_by
 from realtime.directory import Directory
 from realtime.errors import ProcrecheError, Unavailable
 from realtime.exports import CONTENT_TYPE, MAX_ATTEMPTS, NOTIFY_CHANNEL, Export, Exports, object_key
@@ -85,7 +84,7 @@ class ExportWorker:
 
     async def run(self) -> None:
         """Build and sweep until `close()`."""
-        async with self._listening():
+        async with woken_by(self.pool, NOTIFY_CHANNEL, self._wake):
             backoff = 0.5
             while not self._stopping.is_set():
                 try:
@@ -102,19 +101,6 @@ class ExportWorker:
                     log.warning("export worker: %s; retrying in %.1fs", exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10.0)
-
-    @contextlib.asynccontextmanager
-    async def _listening(self) -> AsyncIterator[None]:
-        def wake(*_: object) -> None:
-            self._wake.set()
-
-        async with self.pool.acquire() as conn:
-            await conn.add_listener(NOTIFY_CHANNEL, wake)
-            try:
-                yield
-            finally:
-                with contextlib.suppress(asyncpg.PostgresError, OSError):
-                    await conn.remove_listener(NOTIFY_CHANNEL, wake)
 
     def _idle_wait(self) -> float:
         return max(0.0, min(self.poll_s, self._next_sweep - time.monotonic()))

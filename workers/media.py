@@ -19,7 +19,6 @@ import logging
 import shutil
 import sys
 import tempfile
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import asyncpg
 
 from realtime.bus import Bus
 from realtime.channels import Channel
-from realtime.database import Pool
+from realtime.database import Pool, woken_by
 from realtime.errors import ProcrecheError
 from realtime.media import MAX_ATTEMPTS, NOTIFY_CHANNEL, Media, MediaLibrary, object_key
 from realtime.media_store import MediaStore, MissingObject
@@ -91,7 +90,11 @@ class MediaWorker:
         self.bus = bus
         self.settings = settings
         self.work_dir = settings.data_dir / "media-work"
+        # Jobs by outcome, for /metrics: ready, rejected (the file is refused), and failed
+        # processing attempts (retried, up to MAX_ATTEMPTS).
         self.processed = 0
+        self.rejected = 0
+        self.failed_attempts = 0
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -103,22 +106,9 @@ class MediaWorker:
     async def run(self) -> None:
         """Process until `close()`: `media_processes` loops, woken by NOTIFY on new uploads
         and polling every POLL_S in case a notification was missed."""
-        async with self._listening(), asyncio.TaskGroup() as loops:
+        async with woken_by(self.pool, NOTIFY_CHANNEL, self._wake), asyncio.TaskGroup() as loops:
             for n in range(self.settings.media_processes):
                 loops.create_task(self._loop(), name=f"media {n}")
-
-    @contextlib.asynccontextmanager
-    async def _listening(self) -> AsyncIterator[None]:
-        def wake(*_: object) -> None:
-            self._wake.set()
-
-        async with self.pool.acquire() as conn:
-            await conn.add_listener(NOTIFY_CHANNEL, wake)
-            try:
-                yield
-            finally:
-                with contextlib.suppress(asyncpg.PostgresError, OSError):
-                    await conn.remove_listener(NOTIFY_CHANNEL, wake)
 
     async def _loop(self) -> None:
         backoff = 0.5
@@ -159,6 +149,7 @@ class MediaWorker:
             try:
                 answer = await run_processing(source, MediaType(media.content_type), work / "out", self.settings)
             except (ProcessingFailed, TimeoutError) as exc:
+                self.failed_attempts += 1
                 log.warning("media %s: processing attempt %d failed: %s", media.id, media.attempts, exc)
                 await self.library.retry_later(media.id, RETRY_LATER, give_back=False)
                 return
@@ -209,6 +200,7 @@ class MediaWorker:
         if await self.library.reject(media.id, code) and media.incoming_key is not None:
             # Nothing of a refused file is kept.
             await self.store.delete([media.incoming_key])
+        self.rejected += 1
         log.info("media %s rejected: %s", media.id, code)
         await self._tell(media, {"state": "rejected", "code": code})
 

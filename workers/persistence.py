@@ -37,6 +37,7 @@ from realtime.channels import Channel
 from realtime.database import Pool
 from realtime.keys import CONSUMER_GROUP, Keys
 from realtime.message_store import MessageRow, MessageStore, record_row
+from realtime.metrics import BATCH_BUCKETS, Histogram
 from realtime.settings import Settings
 
 log = logging.getLogger("procreche.worker")
@@ -114,7 +115,12 @@ class PersistenceWorker:
         if not set(self.partitions) <= set(range(keys.partitions)):
             raise ValueError(f"partitions {self.partitions} are not all within 0-{keys.partitions - 1}")
         self.streams = [keys.ingest(p) for p in self.partitions]
+        # For /metrics (workers/metrics.py): rows stored, entries set aside, batches
+        # retried, and the entries of each batch stored.
         self.persisted = 0
+        self.dead_lettered = 0
+        self.failures = 0
+        self.batch_sizes = Histogram(BATCH_BUCKETS)
         self._stopping = asyncio.Event()
 
     @classmethod
@@ -191,12 +197,14 @@ class PersistenceWorker:
                 own_pending = True
                 # A Redis restarted without persistence comes back without the groups.
                 need_group = isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
+                self.failures += 1
                 log.warning("persistence of %s: %s; retrying in %.1fs", stream, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
             except Exception:
                 # Postgres errors and anything unforeseen: keep the entries pending, retry.
                 own_pending = True
+                self.failures += 1
                 log.exception("persistence of %s failed; retrying in %.1fs", stream, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
@@ -265,6 +273,8 @@ class PersistenceWorker:
                 row[1] if row else "?",
             )
         self.persisted += len(rows) - len(refused)
+        self.dead_lettered += len(dead)
+        self.batch_sizes.observe(len(batch.entries))
 
     async def _insert_one_by_one(self, rows: list[MessageRow]) -> set[str]:
         refused: set[str] = set()
