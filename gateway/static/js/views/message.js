@@ -29,6 +29,19 @@ export function renderMessage(ctx, message) {
   const article = h(
     "article",
     { class: `message kind-${message.body.kind}${mine ? " mine" : ""}${message.withdrawn ? " withdrawn" : ""}` },
+    ...messageContent(ctx, message),
+    store.isStaff && message.children?.length
+      ? h("p", { class: "tags" }, t("message.tags", { names: message.children.map((id) => ctx.childName(id)).join(", ") }))
+      : null,
+    actions(ctx, ch, message, mine),
+  );
+  return article;
+}
+
+// Who wrote it and when, whether it was withdrawn, and its body: the message as shown in a
+// conversation and in the moderation queue alike.
+export function messageContent(ctx, message) {
+  return [
     h(
       "header",
       null,
@@ -38,15 +51,10 @@ export function renderMessage(ctx, message) {
     ),
     message.withdrawn ? h("p", { class: "withdrawn-note" }, t("message.withdrawn")) : null,
     messageBody(ctx, message),
-    store.isStaff && message.children?.length
-      ? h("p", { class: "tags" }, t("message.tags", { names: message.children.map((id) => ctx.childName(id)).join(", ") }))
-      : null,
-    actions(ctx, ch, message, mine),
-  );
-  return article;
+  ];
 }
 
-export function messageBody(ctx, message) {
+function messageBody(ctx, message) {
   const b = message.body;
   switch (b.kind) {
     case "text":

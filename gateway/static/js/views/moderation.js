@@ -3,7 +3,7 @@
 // reporter is told the outcome by the server.
 import { h, listen } from "../dom.js";
 import { errorText, formatTime, t } from "../i18n.js";
-import { messageBody } from "./message.js";
+import { messageContent } from "./message.js";
 
 export function moderationView(ctx) {
   const { moderation } = ctx;
@@ -74,15 +74,7 @@ function caseCard(ctx, item) {
       ? h(
           "article",
           { class: `message kind-${message.body.kind}${message.withdrawn ? " withdrawn" : ""}` },
-          h(
-            "header",
-            null,
-            h("span", { class: "author" }, message.author.name || t("message.unknown_author")),
-            " ",
-            h("time", { datetime: message.at }, formatTime(message.at)),
-          ),
-          message.withdrawn ? h("p", { class: "withdrawn-note" }, t("message.withdrawn")) : null,
-          messageBody(ctx, message),
+          ...messageContent(ctx, message),
         )
       : h("p", { class: "muted" }, t("moderation.message_gone")),
     h(
