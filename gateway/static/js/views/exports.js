@@ -22,6 +22,21 @@ export function exportPanel(ctx, scope, subject = null, label = t("export.reques
   let items = [];
   const ours = (x) => x.scope === scope && (x.subject ?? null) === subject;
   const paint = () => list.replaceChildren(...items.slice(0, SHOWN).map((x) => row(x, error)));
+  // The list is the reference, read at the start, after a request and at each `export`
+  // event: the worker records a state before telling it, so a read that follows the event
+  // shows that state or a later one. Only the latest read is painted (answers may cross).
+  let round = 0;
+  const reload = async () => {
+    const mine = ++round;
+    try {
+      const reply = await api("GET", "/api/exports");
+      if (mine !== round) return;
+      items = reply.items.filter(ours);
+      paint();
+    } catch (e) {
+      error.textContent = errorText(e.code);
+    }
+  };
   const upsert = (x) => {
     items = [x, ...items.filter((y) => y.id !== x.id)].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
     paint();
@@ -32,6 +47,7 @@ export function exportPanel(ctx, scope, subject = null, label = t("export.reques
     try {
       const body = subject === null ? { scope } : { scope, id: subject };
       upsert(await api("POST", "/api/exports", body));
+      reload();
     } catch (e) {
       error.textContent = errorText(e.code);
     } finally {
@@ -41,26 +57,18 @@ export function exportPanel(ctx, scope, subject = null, label = t("export.reques
   listen(
     ctx.live,
     "export",
-    async (event) => {
+    (event) => {
       const known = items.find((x) => x.id === event.detail.id);
-      if (!known) return;
-      Object.assign(known, { state: event.detail.state, progress: event.detail.progress });
-      paint();
-      // A finished export gains its size and expiry: read the list (asking for the export
-      // itself would hand out a download link, and log a download nobody made).
-      if (event.detail.state === "ready") {
-        const fresh = (await api("GET", "/api/exports").catch(() => ({ items: [] }))).items.find((y) => y.id === known.id);
-        if (fresh) upsert(fresh);
+      if (known) {
+        // Shown at once; the list read next brings the size and the expiry.
+        Object.assign(known, { state: event.detail.state, progress: event.detail.progress });
+        paint();
       }
+      reload();
     },
     cleanups,
   );
-  api("GET", "/api/exports")
-    .then((reply) => {
-      items = reply.items.filter(ours);
-      paint();
-    })
-    .catch((e) => (error.textContent = errorText(e.code)));
+  reload();
   return { el: h("div", { class: "export-panel" }, button, list, error), destroy: () => cleanups.forEach((c) => c()) };
 }
 
