@@ -10,7 +10,6 @@ from starlette.routing import Route
 
 from gateway.http_api import current_principal, json_body, services
 from gateway.services import Services
-from realtime.channels import Channel
 from realtime.invalidation import announce
 
 
@@ -27,9 +26,9 @@ async def consent_state(request: Request) -> Response:
 async def tell_staff(s: Services, state: dict[str, Any]) -> None:
     """Staff composing a post see a child become taggable (or not) at once: an event to the
     staff subscribed to the structure's channel."""
-    channel = Channel.parse(f"structure:{state['structure']['id']}")
-    event = {"op": "consent", "channel": channel.name, "child": state["child"], "complete": state["complete"]}
-    await s.bus.event(channel, event, audience="s")
+    await s.bus.tell_staff(
+        state["structure"]["id"], "consent", {"child": state["child"], "complete": state["complete"]}
+    )
 
 
 async def sign_consent(request: Request) -> Response:

@@ -28,9 +28,7 @@ from realtime.reports import DECISIONS, MAX_REASON, STATE_OF, Case, Decision
 
 async def tell_staff(s: Services, structure_id: int, message_id: str, open_reports: int) -> None:
     """The queue changed: staff following the structure's channel reload that case."""
-    channel = Channel.parse(f"structure:{structure_id}")
-    event = {"op": "moderation", "channel": channel.name, "message": message_id, "open": open_reports}
-    await s.bus.event(channel, event, audience="s")
+    await s.bus.tell_staff(structure_id, "moderation", {"message": message_id, "open": open_reports})
 
 
 async def file_report(request: Request) -> Response:
@@ -114,9 +112,8 @@ async def moderate(request: Request) -> Response:
     state = STATE_OF[decision]
     for report in resolved:
         if report.reporter_id is not None:
-            user = Channel.parse(f"user:{report.reporter_id}")
-            outcome = {"op": "report", "channel": user.name, "id": report.report_id, "message": message_id}
-            await s.bus.event(user, outcome | {"state": state}, audience="a")
+            outcome = {"id": report.report_id, "message": message_id, "state": state}
+            await s.bus.tell_user(report.reporter_id, "report", outcome)
     return JSONResponse({"message_id": message_id, "state": state, "reports": [r.report_id for r in resolved]})
 
 

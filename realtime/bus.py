@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from realtime import keys as K
-from realtime.channels import Channel
+from realtime.channels import Channel, ChannelKind
 from realtime.errors import Unavailable
 from realtime.ids import uuid7
 from realtime.keys import Keys
@@ -135,6 +135,17 @@ class Bus:
             await self.redis.publish(self.keys.channel(channel).live, payload)
         except RedisError as exc:
             raise Unavailable("the message bus is unavailable") from exc
+
+    async def tell_user(self, user_id: int, op: str, fields: dict[str, Any]) -> None:
+        """An event `op` on the user's own channel, `user:<id>` (news of their uploads,
+        exports, reports), for every connection of theirs."""
+        channel = Channel(ChannelKind.USER, user_id)
+        await self.event(channel, {"op": op, "channel": channel.name, **fields}, audience="a")
+
+    async def tell_staff(self, structure_id: int, op: str, fields: dict[str, Any]) -> None:
+        """An event `op` for the structure's staff following `structure:<id>` only."""
+        channel = Channel(ChannelKind.STRUCTURE, structure_id)
+        await self.event(channel, {"op": op, "channel": channel.name, **fields}, audience="s")
 
     async def history_tagging(self, channel: Channel, child_id: int) -> list[str]:
         """Ids of the messages in the channel's Redis history that tag the child."""

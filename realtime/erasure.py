@@ -40,7 +40,7 @@ from realtime.errors import Conflict, NotFound, Unavailable
 from realtime.invalidation import announce
 from realtime.keys import Keys
 from realtime.media_store import MediaStore
-from realtime.message_store import LOCK_CHANNELS
+from realtime.message_store import ABOUT_CHILD, LOCK_CHANNELS
 from realtime.messages import Message, unpack_record
 
 log = logging.getLogger("procreche.erasure")
@@ -84,11 +84,7 @@ class Erased:
 # The messages of each subject that PostgreSQL holds.
 MESSAGES_OF: dict[Kind, str] = {
     "user": "SELECT id, channel FROM messages WHERE author_id = $1",
-    "child": (
-        "SELECT id, channel FROM messages WHERE channel = 'child:' || $1::bigint"
-        " OR id IN (SELECT message_id FROM message_children WHERE child_id = $1)"
-        " OR (kind = 'daily_report' AND body->>'child' = $1::bigint::text)"
-    ),
+    "child": f"SELECT m.id, m.channel FROM messages m WHERE {ABOUT_CHILD}",
     "household": "SELECT id, channel FROM messages WHERE channel = 'family:' || $1::bigint",
 }
 # Media not (or not yet) in a message that are the subject's: uploads by the user, photos

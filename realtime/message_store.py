@@ -70,6 +70,14 @@ LOCK_CHANNELS = (
     "SELECT pg_advisory_xact_lock(hashtext(c)) FROM (SELECT DISTINCT unnest($1::text[]) AS c ORDER BY 1) AS cs"
 )
 
+# The messages that are a child's data ($1, the child's id), for a table aliased `m`: their
+# feed, the messages tagging them, and their daily reports wherever they were posted.
+ABOUT_CHILD = (
+    "(m.channel = 'child:' || $1::bigint"
+    " OR m.id IN (SELECT message_id FROM message_children WHERE child_id = $1)"
+    " OR m.body @> jsonb_build_object('kind', 'daily_report', 'child', $1::bigint))"
+)
+
 SELECT_ABSENT = """
 SELECT x::text AS id FROM unnest($1::uuid[]) AS x
 WHERE NOT EXISTS (SELECT 1 FROM messages WHERE id = x) AND NOT EXISTS (SELECT 1 FROM erased_messages WHERE id = x)

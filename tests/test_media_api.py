@@ -369,20 +369,30 @@ async def test_a_group_photo_without_tags_needs_staff_to_confirm_no_child_is_ide
     assert (await fetch(gateway, bernard, media_id, "thumb")).status_code == 200
 
 
-@pytest.mark.rule("F9", "W1", "F7")
-async def test_after_consent_revocation_the_photo_is_no_longer_served_to_guardians(
-    gateway: Gateway, tmp_path: Path
-) -> None:
+async def photo_of_lea_in_group(gateway: Gateway, tmp_path: Path) -> tuple[dict[str, int], str, str, str]:
+    """A photo staff published in Léa's group, tagging her: the demo ids, the staff's and
+    Léa's mother's tokens, and the media id."""
     known = await ids(gateway)
-    group = f"group:{known['Bébés']}"
     staff = await gateway.login("staff@demo.test")
     martin = await gateway.login("martin@demo.test")
     async with media_worker(gateway):
         media_id = await ready_photo(gateway, staff, tmp_path)
     async with Client.connect(gateway.ws, staff) as client:
         await client.request(
-            "publish", channel=group, msg_id="media-r1", body=media_body(media_id), children=[known["Léa"]]
+            "publish",
+            channel=f"group:{known['Bébés']}",
+            msg_id=str(uuid.uuid4()),
+            body=media_body(media_id),
+            children=[known["Léa"]],
         )
+    return known, staff, martin, media_id
+
+
+@pytest.mark.rule("F9", "W1", "F7")
+async def test_after_consent_revocation_the_photo_is_no_longer_served_to_guardians(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    known, staff, martin, media_id = await photo_of_lea_in_group(gateway, tmp_path)
     assert (await fetch(gateway, martin, media_id)).status_code == 200
     revoked = await gateway.http.delete(f"/api/children/{known['Léa']}/consent", headers=bearer(martin))
     assert revoked.status_code == 200, revoked.text
@@ -394,16 +404,7 @@ async def test_after_consent_revocation_the_photo_is_no_longer_served_to_guardia
 async def test_staff_opening_a_photo_of_a_child_is_audited_and_thumbnails_are_not(
     gateway: Gateway, tmp_path: Path
 ) -> None:
-    known = await ids(gateway)
-    group = f"group:{known['Bébés']}"
-    staff = await gateway.login("staff@demo.test")
-    martin = await gateway.login("martin@demo.test")
-    async with media_worker(gateway):
-        media_id = await ready_photo(gateway, staff, tmp_path)
-    async with Client.connect(gateway.ws, staff) as client:
-        await client.request(
-            "publish", channel=group, msg_id="media-a1", body=media_body(media_id), children=[known["Léa"]]
-        )
+    _, staff, martin, media_id = await photo_of_lea_in_group(gateway, tmp_path)
     for token, size in ((staff, "thumb"), (staff, "screen"), (martin, "screen"), (staff, "original")):
         assert (await fetch(gateway, token, media_id, size)).status_code == 200
     staff_id = (await gateway.me(staff))["user"]["id"]

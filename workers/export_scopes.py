@@ -17,6 +17,7 @@ from realtime.channels import Channel
 from realtime.database import Pool
 from realtime.directory import Directory
 from realtime.exports import Export
+from realtime.message_store import ABOUT_CHILD
 from realtime.permissions import MediaView, Principal, may_subscribe, may_view_media, sees, structure_of
 from workers.export_sections import (
     Conn,
@@ -153,13 +154,7 @@ async def _child(pool: Pool, export: Export) -> Bundle:
         s["groups"] = await groups(conn, [] if record["group_id"] is None else [record["group_id"]])
         s["guardianships"] = await guardianships(conn, [child_id], None)
         s["consents"] = await consents(conn, [child_id], None)
-        s["messages"] = await messages(
-            conn,
-            "(m.channel = $1 OR m.id IN (SELECT message_id FROM message_children WHERE child_id = $2)"
-            " OR m.body @> jsonb_build_object('kind', 'daily_report', 'child', $2::bigint))",
-            f"child:{child_id}",
-            child_id,
-        )
+        s["messages"] = await messages(conn, ABOUT_CHILD, child_id)
         await _media(conn, bundle)
         s["read_positions"] = await read_positions(conn, "channel = $1", f"child:{child_id}")
         s["reports"] = []  # moderation data of the structure's, not the child's

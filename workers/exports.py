@@ -20,10 +20,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import asyncpg
-
 from realtime.bus import Bus
-from realtime.channels import Channel
 from realtime.database import Pool, woken_by
 from realtime.directory import Directory
 from realtime.errors import ProcrecheError, Unavailable
@@ -33,6 +30,7 @@ from realtime.permissions import Principal, may_export
 from realtime.settings import Settings
 from workers.export_builder import build
 from workers.export_scopes import Refused
+from workers.queue import work_queue
 
 log = logging.getLogger("procreche.exports")
 
@@ -85,22 +83,15 @@ class ExportWorker:
     async def run(self) -> None:
         """Build and sweep until `close()`."""
         async with woken_by(self.pool, NOTIFY_CHANNEL, self._wake):
-            backoff = 0.5
-            while not self._stopping.is_set():
-                try:
-                    await self._sweep_when_due()
-                    export = await self.exports.claim(LEASE)
-                    if export is None:
-                        self._wake.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._wake.wait(), self._idle_wait())
-                        continue
-                    await self.handle(export)
-                    backoff = 0.5
-                except (ProcrecheError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                    log.warning("export worker: %s; retrying in %.1fs", exc, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
+            await work_queue(
+                "export worker",
+                lambda: self.exports.claim(LEASE),
+                self.handle,
+                wake=self._wake,
+                stopping=self._stopping,
+                idle_s=self._idle_wait,
+                first=self._sweep_when_due,
+            )
 
     def _idle_wait(self) -> float:
         return max(0.0, min(self.poll_s, self._next_sweep - time.monotonic()))
@@ -184,10 +175,10 @@ class ExportWorker:
     async def tell(self, export: Export, state: str, progress: int) -> None:
         if export.requester_id is None:
             return
-        channel = Channel.parse(f"user:{export.requester_id}")
-        frame = {"op": "export", "channel": channel.name, "id": export.id, "state": state, "progress": progress}
         try:
-            await self.bus.event(channel, frame, audience="a")
+            await self.bus.tell_user(
+                export.requester_id, "export", {"id": export.id, "state": state, "progress": progress}
+            )
         except Unavailable as exc:
             # The event is a courtesy: the export's state is in PostgreSQL, which clients poll.
             log.warning("export %s: event not sent: %s", export.id, exc)

@@ -23,10 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from realtime.bus import Bus
-from realtime.channels import Channel
 from realtime.database import Pool, woken_by
 from realtime.errors import ProcrecheError
 from realtime.media import MAX_ATTEMPTS, NOTIFY_CHANNEL, Media, MediaLibrary, object_key
@@ -34,6 +31,7 @@ from realtime.media_store import MediaStore, MissingObject
 from realtime.media_types import MediaType
 from realtime.settings import Settings
 from workers.media_processing import Processed
+from workers.queue import work_queue
 
 log = logging.getLogger("procreche.media")
 
@@ -108,24 +106,17 @@ class MediaWorker:
         and polling every POLL_S in case a notification was missed."""
         async with woken_by(self.pool, NOTIFY_CHANNEL, self._wake), asyncio.TaskGroup() as loops:
             for n in range(self.settings.media_processes):
-                loops.create_task(self._loop(), name=f"media {n}")
-
-    async def _loop(self) -> None:
-        backoff = 0.5
-        while not self._stopping.is_set():
-            try:
-                media = await self.library.claim(LEASE)
-                if media is None:
-                    self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), POLL_S)
-                    continue
-                await self.handle(media)
-                backoff = 0.5
-            except (ProcrecheError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                log.warning("media worker: %s; retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                loops.create_task(
+                    work_queue(
+                        "media worker",
+                        lambda: self.library.claim(LEASE),
+                        self.handle,
+                        wake=self._wake,
+                        stopping=self._stopping,
+                        idle_s=lambda: POLL_S,
+                    ),
+                    name=f"media {n}",
+                )
 
     async def handle(self, media: Media) -> None:
         """Process one claimed media: store its renditions and mark it ready, or reject it."""
@@ -207,6 +198,4 @@ class MediaWorker:
     async def _tell(self, media: Media, outcome: dict[str, Any]) -> None:
         if media.uploader_id is None:
             return
-        channel = Channel.parse(f"user:{media.uploader_id}")
-        frame = {"op": "media", "channel": channel.name, "id": media.id} | outcome
-        await self.bus.event(channel, frame, audience="a")
+        await self.bus.tell_user(media.uploader_id, "media", {"id": media.id} | outcome)

@@ -3,12 +3,12 @@
 // authority, consultation of the feed, writing to the nursery), publication consent.
 import { h } from "../../dom.js";
 import { formatDate, t, today } from "../../i18n.js";
-import { exportPanel } from "../exports.js";
 import {
   addPanel,
   backLink,
   checkbox,
   dateInput,
+  exportCard,
   feedback,
   field,
   FLAGS,
@@ -312,7 +312,6 @@ export function childSection(ctx, call, childId) {
     );
 
   load();
-  const exports = exportPanel(ctx, "child", childId, t("admin.export_child"));
-  const exporting = h("div", { class: "card" }, h("h3", null, t("admin.export")), exports.el);
-  return { el: [backLink("#/admin/children", t("admin.children")), title, loadFb.el, body, exporting], destroy: exports.destroy };
+  const exporting = exportCard(ctx, "child", childId, t("admin.export_child"));
+  return { el: [backLink("#/admin/children", t("admin.children")), title, loadFb.el, body, exporting.el], destroy: exporting.destroy };
 }

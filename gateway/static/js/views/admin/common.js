@@ -1,9 +1,10 @@
 // What the administration screens share (protocol.md §1.4): the structure's API, the
 // outcome of an action (an error in role=alert, a success in role=status), form fields, the
-// lists redrawn without losing keyboard focus, and the invitation link.
+// lists redrawn without losing keyboard focus, the invitation link, and the export card.
 import { api } from "../../api.js";
 import { h } from "../../dom.js";
 import { errorText, formatDateTime, N_, t } from "../../i18n.js";
+import { exportPanel } from "../exports.js";
 
 export const ROLES = { admin: N_("role.admin"), staff: N_("role.staff"), guardian: N_("role.guardian") };
 export const FLAGS = {
@@ -169,4 +170,11 @@ export function invitation(call, user) {
     input.select();
   };
   return { button, el: [output, fb.el] };
+}
+
+// The card that exports a subject's data (docs/export.md): {el, destroy}.
+export function exportCard(ctx, scope, id, label, hint = null) {
+  const panel = exportPanel(ctx, scope, id, label);
+  const el = h("div", { class: "card" }, h("h3", null, t("admin.export")), hint ? h("p", { class: "muted" }, hint) : null, panel.el);
+  return { el, destroy: panel.destroy };
 }

@@ -3,10 +3,10 @@
 // invitation link lets them set it) and its children.
 import { h } from "../../dom.js";
 import { t, today } from "../../i18n.js";
-import { exportPanel } from "../exports.js";
 import {
   addPanel,
   backLink,
+  exportCard,
   feedback,
   field,
   heading,
@@ -251,7 +251,6 @@ export function householdSection(ctx, call, familyId) {
   };
 
   load();
-  const exports = exportPanel(ctx, "household", familyId, t("admin.export_household"));
-  const exporting = h("div", { class: "card" }, h("h3", null, t("admin.export")), exports.el);
-  return { el: [backLink("#/admin/households", t("admin.households")), title, loadFb.el, body, exporting], destroy: exports.destroy };
+  const exporting = exportCard(ctx, "household", familyId, t("admin.export_household"));
+  return { el: [backLink("#/admin/households", t("admin.households")), title, loadFb.el, body, exporting.el], destroy: exporting.destroy };
 }

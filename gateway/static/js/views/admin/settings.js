@@ -2,8 +2,7 @@
 // channel, how many months messages are kept. Only what changed is sent (PATCH).
 import { h } from "../../dom.js";
 import { t } from "../../i18n.js";
-import { exportPanel } from "../exports.js";
-import { checkbox, feedback, field, heading, textInput } from "./common.js";
+import { checkbox, exportCard, feedback, field, heading, textInput } from "./common.js";
 
 export function settingsSection(ctx, call) {
   const fb = feedback();
@@ -42,7 +41,6 @@ export function settingsSection(ctx, call) {
     if (!Object.keys(changes).length) return fb.ok(t("admin.unchanged"));
     await fb.run(save, async () => fill(await call("PATCH", "", changes)), t("admin.saved"));
   });
-  const exports = exportPanel(ctx, "structure", ctx.adminStructure, t("admin.export_structure"));
-  const exporting = h("div", { class: "card" }, h("h3", null, t("admin.export")), h("p", { class: "muted" }, t("admin.export_hint")), exports.el);
-  return { el: [heading(t("admin.settings")), form, exporting], destroy: exports.destroy };
+  const exporting = exportCard(ctx, "structure", ctx.adminStructure, t("admin.export_structure"), t("admin.export_hint"));
+  return { el: [heading(t("admin.settings")), form, exporting.el], destroy: exporting.destroy };
 }
