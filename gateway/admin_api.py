@@ -32,7 +32,7 @@ from gateway.params import (
 from realtime.accounts import normalise_email
 from realtime.admin import GUARDIANSHIP_FLAGS, StructureAdmin
 from realtime.errors import BadRequest, Forbidden
-from realtime.permissions import Decision, Principal, may_administer, may_view_consents
+from realtime.permissions import Decision, Principal, may_administer, may_edit_child, may_view_consents, refusal
 
 Policy = Callable[[Principal, int], Decision]
 
@@ -74,6 +74,10 @@ def _role(value: object) -> str:
 
 async def _admin(request: Request, policy: Policy) -> StructureAdmin:
     """The caller's operations on the structure in the path, once the policy allows them."""
+    return (await _caller(request, policy))[1]
+
+
+async def _caller(request: Request, policy: Policy) -> tuple[Principal, StructureAdmin]:
     principal = await current_principal(request)
     s = services(request)
     structure_id = path_id(request, "sid")
@@ -81,7 +85,8 @@ async def _admin(request: Request, policy: Policy) -> StructureAdmin:
     decision = policy(principal, structure_id)
     if not decision.allowed:
         raise Forbidden(decision.reason or "you may not administer this structure", code=decision.code or "forbidden")
-    return StructureAdmin(s.pool, s.redis, s.keys, s.directory, actor_id=principal.user_id, structure_id=structure_id)
+    admin = StructureAdmin(s.pool, s.redis, s.keys, s.directory, actor_id=principal.user_id, structure_id=structure_id)
+    return principal, admin
 
 
 def _json(data: Any, status: int = 200) -> JSONResponse:
@@ -181,7 +186,7 @@ async def put_group_staff(request: Request) -> Response:
 
 
 async def list_children(request: Request) -> Response:
-    admin = await _admin(request, may_administer)
+    admin = await _admin(request, may_edit_child)
     return _json(await admin.children())
 
 
@@ -192,14 +197,17 @@ async def create_child(request: Request) -> Response:
 
 
 async def get_child(request: Request) -> Response:
-    admin = await _admin(request, may_administer)
+    admin = await _admin(request, may_edit_child)
     return _json(await admin.child(path_id(request, "cid")))
 
 
 async def patch_child(request: Request) -> Response:
-    admin = await _admin(request, may_administer)
-    body = await json_body(request)
-    return _json(await admin.update_child(path_id(request, "cid"), _child_fields(body, create=False)))
+    principal, admin = await _caller(request, may_edit_child)
+    fields = _child_fields(await json_body(request), create=False)
+    # Staff correct a record; its group and enrolment dates are the admins' (may_edit_child).
+    if not (decision := may_edit_child(principal, admin.structure_id, fields)).allowed:
+        raise refusal(decision)
+    return _json(await admin.update_child(path_id(request, "cid"), fields))
 
 
 # -- households ---------------------------------------------------------------------------

@@ -61,6 +61,14 @@ async def request_my_erasure(request: Request) -> Response:
     return JSONResponse({"requested_at": iso(requested)}, status_code=201)
 
 
+async def my_erasure_request(request: Request) -> Response:
+    principal = await current_principal(request)
+    at = await services(request).pool.fetchval(
+        "SELECT requested_at FROM erasure_requests WHERE user_id = $1", principal.user_id
+    )
+    return JSONResponse({"requested_at": iso(at)})
+
+
 async def erasure_requests(request: Request) -> Response:
     principal = await current_principal(request)
     structure_id = path_id(request, "sid")
@@ -86,4 +94,5 @@ routes = [
     Route("/api/structures/{sid}/erasures", erase, methods=["POST"]),
     Route("/api/structures/{sid}/erasure-requests", erasure_requests, methods=["GET"]),
     Route("/api/me/erasure", request_my_erasure, methods=["POST"]),
+    Route("/api/me/erasure", my_erasure_request, methods=["GET"]),
 ]

@@ -1,4 +1,4 @@
-"""The HTTP API: login, logout, terms, password, me, health."""
+"""The HTTP API: login, logout, terms, password, me and its rectification, health."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.params import only_fields, text_field
 from gateway.services import Services
 from realtime import invitations
-from realtime.accounts import SessionUser
+from realtime.accounts import SessionUser, normalise_email
 from realtime.errors import BadRequest, Unauthenticated
 from realtime.permissions import Principal
 
@@ -105,6 +106,21 @@ async def me(request: Request) -> Response:
     return JSONResponse(await services(request).directory.me(principal))
 
 
+async def update_me(request: Request) -> Response:
+    user = await current_user(request)
+    body = await json_body(request)
+    only_fields(body, ("name", "email", "password"))
+    changes = {}
+    if "name" in body:
+        changes["name"] = text_field(body, "name", 200)
+    if "email" in body:
+        changes["email"] = normalise_email(body["email"])
+    if not changes:
+        raise BadRequest("nothing to change", code="bad_request")
+    updated = await services(request).accounts.update_profile(user, changes, body.get("password"))
+    return JSONResponse({"user": updated.public()})
+
+
 async def healthz(request: Request) -> Response:
     s = services(request)
     if s.draining.is_set():
@@ -129,5 +145,6 @@ routes = [
     Route("/api/terms/accept", accept_terms, methods=["POST"]),
     Route("/api/password", change_password, methods=["POST"]),
     Route("/api/me", me, methods=["GET"]),
+    Route("/api/me", update_me, methods=["PATCH"]),
     Route("/healthz", healthz, methods=["GET"]),
 ]

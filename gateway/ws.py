@@ -185,6 +185,7 @@ class Session:
                 self.close(CloseCode.TERMS_NOT_ACCEPTED if terms else CloseCode.AUTH_FAILED, verdict.code)
                 return
             self.principal = principal
+            self.name = principal.name  # a rectified name shows on what is sent from now on
             for sub in list(self.subscriptions.values()):
                 channel = Channel.parse(sub.channel)
                 facts = await self._facts(channel)

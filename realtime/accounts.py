@@ -1,19 +1,22 @@
-"""Accounts: login with throttling, opaque session tokens, terms of use, password change."""
+"""Accounts: login with throttling, opaque session tokens, terms of use, password change,
+and the owner's rectification of their profile."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 from redis.asyncio import Redis
 
 from realtime import audit, invitations
 from realtime import keys as K
 from realtime.database import Pool
-from realtime.errors import BadRequest, Forbidden, NotFound, Throttled, Unauthenticated, terms_not_accepted
+from realtime.errors import BadRequest, Conflict, Forbidden, NotFound, Throttled, Unauthenticated, terms_not_accepted
 from realtime.invalidation import announce
 from realtime.keys import Keys
 from realtime.passwords import Passwords, check_rules
@@ -157,21 +160,25 @@ class Accounts:
             current["version"],
         )
 
-    async def change_password(self, user: SessionUser, old: object, new: object) -> None:
-        """Only the owner changes a password, and proves it with the old one. Every other
-        session of the account is revoked; the one that asked stays open."""
-        if not isinstance(old, str) or not old:
+    async def _prove(self, user: SessionUser, password: object) -> None:
+        """The owner proves a sensitive change with their current password."""
+        if not isinstance(password, str) or not password or len(password) > 1024:
             raise BadRequest("the current password is required", code="bad_request")
-        new_password = check_rules(new, email=user.email)
-        if new_password == old:
-            raise BadRequest("the new password must differ from the current one", code="weak_password")
         # A stolen session must not become a way around the login throttle.
         throttle_key = await self._attempt(user.email)
         hashed = await self.pool.fetchval("SELECT password_hash FROM users WHERE id = $1", user.user_id)
-        if not await self.passwords.verify(hashed, old):
+        if not await self.passwords.verify(hashed, password):
             # 403, not 401: the session is fine, the proof is wrong.
             raise Forbidden("the current password is wrong", code="invalid_credentials")
         await self.redis.delete(throttle_key)
+
+    async def change_password(self, user: SessionUser, old: object, new: object) -> None:
+        """Only the owner changes a password, and proves it with the old one. Every other
+        session of the account is revoked; the one that asked stays open."""
+        new_password = check_rules(new, email=user.email)
+        if new_password == old:
+            raise BadRequest("the new password must differ from the current one", code="weak_password")
+        await self._prove(user, old)
         new_hash = await self.passwords.hash(new_password)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
@@ -194,3 +201,39 @@ class Accounts:
                 subject_id=user.user_id,
             )
         await announce(self.redis, self.keys, sessions=[r["token_hash"] for r in revoked])
+
+    async def update_profile(self, user: SessionUser, changes: Mapping[str, str], password: object) -> SessionUser:
+        """Rectification by the owner: `changes` holds a new `name` and/or `email`. A new email
+        is the login, so it takes the current password, throttled like a login; sessions stay
+        open. Each structure of the account audits the change (field names, not values), so
+        that its admins see it; gateways reload the name shown on new messages."""
+        fields = sorted(f for f in changes if changes[f] != {"name": user.name, "email": user.email}[f])
+        if not fields:
+            return user
+        if "email" in fields:
+            await self._prove(user, password)
+        async with self.pool.acquire() as conn, conn.transaction():
+            try:
+                await conn.execute(
+                    "UPDATE users SET display_name = $2, email = $3 WHERE id = $1",
+                    user.user_id,
+                    changes.get("name", user.name),
+                    changes.get("email", user.email),
+                )
+            except asyncpg.UniqueViolationError:
+                raise Conflict("another account uses this email", code="email_taken") from None
+            structures = await conn.fetch(
+                "SELECT DISTINCT structure_id FROM memberships WHERE user_id = $1 ORDER BY 1", user.user_id
+            )
+            for structure_id in [r["structure_id"] for r in structures] or [None]:
+                await audit.record(
+                    conn,
+                    actor_id=user.user_id,
+                    structure_id=structure_id,
+                    action="profile.update",
+                    subject_type="user",
+                    subject_id=user.user_id,
+                    details={"fields": fields},
+                )
+        await announce(self.redis, self.keys, users=[user.user_id])
+        return replace(user, name=changes.get("name", user.name), email=changes.get("email", user.email))

@@ -326,6 +326,22 @@ def may_view_consents(p: Principal, structure_id: int) -> Decision:
     return _staff_only(p, structure_id)
 
 
+# What staff keep up to date on a child's record; the group and the enrolment dates decide
+# who sees the child's feed and when retention erases it, so only admins change them.
+CHILD_RECORD_FIELDS = frozenset({"first_name", "last_name", "birth_date"})
+
+
+def may_edit_child(p: Principal, structure_id: int, fields: Collection[str] = ()) -> Decision:
+    """Rectification of a child's record: staff read the children of their structure and
+    correct names and birth dates; admins change anything. With no fields: may they read
+    and edit the records at all (asked before the body is read)."""
+    if not (verdict := _staff_only(p, structure_id)).allowed:
+        return verdict
+    if structure_id in p.admin_of or set(fields) <= CHILD_RECORD_FIELDS:
+        return ALLOW
+    return deny("forbidden", "only an admin changes a child's group or enrolment dates")
+
+
 MESSAGE_NOT_FOUND = deny("not_found", "no such message in this channel")
 
 

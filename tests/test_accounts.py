@@ -1,4 +1,5 @@
-"""Accounts over real HTTP: login, tokens, throttling, the terms gate, password changes."""
+"""Accounts over real HTTP: login, tokens, throttling, the terms gate, password changes,
+profile rectification."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import asyncio
 
 import pytest
 
-from tests.conftest import DEMO_PASSWORD, Gateway, bearer
+from realtime.client import Client
+from tests.conftest import DEMO_PASSWORD, Gateway, bearer, wait_for
 
 pytestmark = pytest.mark.usefixtures("demo_families")
 
@@ -175,6 +177,76 @@ class TestPasswordChange:
         await gateway.login("martin@demo.test", "une phrase de passe neuve")
         audit = await gateway.services.pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'password.change'")
         assert audit == 1
+
+
+class TestProfile:
+    async def test_a_new_name_is_audited_and_signs_the_next_messages(
+        self, gateway: Gateway, demo_families: dict[str, int]
+    ) -> None:
+        token = await gateway.login("martin@demo.test")
+        family = f"family:{demo_families['Famille Martin']}"
+        async with Client.connect(gateway.ws, token) as martin:
+            await martin.subscribe(family)
+            before = await martin.publish(family, "avant")
+            response = await gateway.http.patch("/api/me", json={"name": "  Julie Martin-Roy "}, headers=bearer(token))
+            assert response.status_code == 200, response.text
+            assert response.json()["user"]["name"] == "Julie Martin-Roy"
+
+            async def signed_anew() -> bool:
+                await martin.publish(family, "après")
+                push = await martin.pushes_until(1)
+                return any(p.get("author", {}).get("name") == "Julie Martin-Roy" for p in push)
+
+            # The gateway reloads the principal on the announced change, within a moment.
+            assert before["seq"] >= 1
+            await wait_for(signed_anew)
+        assert (await gateway.me(token))["user"]["name"] == "Julie Martin-Roy"
+        rows = await gateway.services.pool.fetch(
+            "SELECT structure_id, details FROM audit_log WHERE action = 'profile.update'"
+        )
+        sid = await gateway.services.pool.fetchval("SELECT id FROM structures")
+        # In the structure's log, with field names and never the values.
+        assert [(r["structure_id"], r["details"]) for r in rows] == [(sid, {"fields": ["name"]})]
+
+    async def test_a_new_email_takes_the_current_password(self, gateway: Gateway) -> None:
+        token = await gateway.login("martin@demo.test")
+        cases = [
+            ({"email": "julie@demo.test"}, 400, "bad_request"),
+            ({"email": "julie@demo.test", "password": "wrong-password"}, 403, "invalid_credentials"),
+            ({"email": "staff@demo.test", "password": DEMO_PASSWORD}, 409, "email_taken"),
+            ({"email": "no-at-sign", "password": DEMO_PASSWORD}, 400, "bad_request"),
+            ({"name": ""}, 400, "bad_request"),
+            ({"name": "x" * 201}, 400, "bad_request"),
+            ({"nickname": "Ju"}, 400, "bad_request"),
+            ({}, 400, "bad_request"),
+        ]
+        for body, status, code in cases:
+            response = await gateway.http.patch("/api/me", json=body, headers=bearer(token))
+            assert (response.status_code, response.json()["code"]) == (status, code), body
+        assert (await gateway.me(token))["user"]["email"] == "martin@demo.test"
+        moved = {"email": "Julie@Demo.test", "password": DEMO_PASSWORD}
+        response = await gateway.http.patch("/api/me", json=moved, headers=bearer(token))
+        assert response.json()["user"]["email"] == "julie@demo.test"
+        # The session stays open; the new address is the login, the old one no longer.
+        assert (await gateway.me(token))["user"]["email"] == "julie@demo.test"
+        await gateway.login("julie@demo.test")
+        old = await gateway.http.post("/api/login", json={"email": "martin@demo.test", "password": DEMO_PASSWORD})
+        assert old.status_code == 401
+
+    async def test_guessing_the_password_through_it_is_throttled(self, gateway: Gateway) -> None:
+        token = await gateway.login("martin@demo.test")
+        body = {"email": "julie@demo.test", "password": "wrong-password"}
+        for _ in range(gateway.services.settings.login_max_attempts):
+            await gateway.http.patch("/api/me", json=body, headers=bearer(token))
+        body["password"] = DEMO_PASSWORD
+        response = await gateway.http.patch("/api/me", json=body, headers=bearer(token))
+        assert (response.status_code, response.json()["code"]) == (429, "too_many_attempts")
+
+    async def test_needs_a_session_with_the_terms_accepted(self, gateway: Gateway) -> None:
+        assert (await gateway.http.patch("/api/me", json={"name": "X"})).status_code == 401
+        token = await gateway.login("martin@demo.test", accept_terms=False)
+        response = await gateway.http.patch("/api/me", json={"name": "X"}, headers=bearer(token))
+        assert (response.status_code, response.json()["code"]) == (403, "terms_not_accepted")
 
 
 async def test_bad_bodies_get_a_clear_error(gateway: Gateway) -> None:

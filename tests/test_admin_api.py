@@ -336,6 +336,28 @@ async def test_admin_manages_children(gateway: Gateway, d: Demo, changes: PubSub
     assert len(hugo["families"]) == 2
 
 
+@pytest.mark.rule("D1", "D2")
+async def test_staff_correct_a_childs_record_but_not_its_group_or_enrolment(
+    gateway: Gateway, d: Demo, changes: PubSub
+) -> None:
+    lea = d.children["Léa"]
+    listed = await ok(gateway, "GET", d.url("/children"), d.staff)
+    assert [c["first_name"] for c in listed] == ["Emma", "Louis", "Hugo", "Léa"]
+    before = await ok(gateway, "GET", d.url(f"/children/{lea}"), d.staff)
+    fixed = {"first_name": "Léa-Rose", "birth_date": "2025-02-03"}
+    after = await ok(gateway, "PATCH", d.url(f"/children/{lea}"), d.staff, fixed)
+    assert after == {k: v for k, v in {**before, **fixed}.items() if k not in ("families", "guardians")}
+    await announced(changes, lambda c: lea in c.children)
+    [row] = await audit_rows(gateway, "child.update")
+    assert (row["actor_id"], row["details"]) == (d.users["staff@demo.test"], {"fields": ["birth_date", "first_name"]})
+    # The group and the enrolment dates decide who sees the child's feed and when retention
+    # erases it: the admins'. Refused whole, the allowed fields of the same body included.
+    for body in ({"group_id": None}, {"left_on": "2027-07-31"}, {"enrolled_on": "2026-01-05", "last_name": "X"}):
+        refused(await call(gateway, "PATCH", d.url(f"/children/{lea}"), d.staff, body), 403, "forbidden")
+    assert await ok(gateway, "GET", d.url(f"/children/{lea}"), d.staff) == {**before, **fixed}
+    assert len(await audit_rows(gateway, "child.update")) == 1
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -515,10 +537,7 @@ def admin_requests(d: Demo) -> list[tuple[str, str, Any]]:
         ("PATCH", d.url(f"/groups/{gid}"), {"name": "Petits"}),
         ("DELETE", d.url(f"/groups/{gid}"), None),
         ("PUT", d.url(f"/groups/{gid}/staff"), {"user_ids": []}),
-        ("GET", d.url("/children"), None),
         ("POST", d.url("/children"), {"first_name": "A", "last_name": "B", "enrolled_on": "2026-09-01"}),
-        ("GET", d.url(f"/children/{lea}"), None),
-        ("PATCH", d.url(f"/children/{lea}"), {"first_name": "Lola"}),
         ("GET", d.url("/families"), None),
         ("POST", d.url("/families"), {"name": "Famille X"}),
         ("PATCH", d.url(f"/families/{fid}"), {"name": "Famille Y"}),
@@ -529,7 +548,18 @@ def admin_requests(d: Demo) -> list[tuple[str, str, Any]]:
         ("DELETE", d.url(f"/families/{fid}/children/{lea}"), None),
         ("PUT", d.url(f"/children/{lea}/guardians/{martin}"), flags),
         ("DELETE", d.url(f"/children/{lea}/guardians/{martin}"), None),
+        ("PATCH", d.url(f"/children/{lea}"), {"enrolled_on": "2026-01-05"}),
         ("GET", d.url("/audit"), None),
+    ]
+
+
+def record_requests(d: Demo) -> list[tuple[str, str, Any]]:
+    """What staff do on the children's records (D1)."""
+    lea = d.children["Léa"]
+    return [
+        ("GET", d.url("/children"), None),
+        ("GET", d.url(f"/children/{lea}"), None),
+        ("PATCH", d.url(f"/children/{lea}"), {"first_name": "Lola"}),
     ]
 
 
@@ -552,19 +582,19 @@ async def test_staff_cannot_administer(gateway: Gateway, d: Demo) -> None:
     await assert_nothing_changed(gateway)
 
 
-@pytest.mark.rule("H1", "H2", "M2", "M4")
+@pytest.mark.rule("H1", "H2", "M2", "M4", "D3")
 async def test_a_guardian_reads_neither_staff_nor_consents(gateway: Gateway, d: Demo) -> None:
     martin = await gateway.login("martin@demo.test")
-    for method, path, body in [*admin_requests(d), *staff_reads(d)]:
+    for method, path, body in [*admin_requests(d), *staff_reads(d), *record_requests(d)]:
         refused(await call(gateway, method, path, martin, body), 403, "forbidden")
     await assert_nothing_changed(gateway)
 
 
-@pytest.mark.rule("H1", "H2", "U2")
+@pytest.mark.rule("H1", "H2", "U2", "D3")
 async def test_another_structures_admin_is_refused_like_for_an_unknown_structure(
     gateway: Gateway, d: Demo, elsewhere: Elsewhere
 ) -> None:
-    for method, path, body in [*admin_requests(d), *staff_reads(d)]:
+    for method, path, body in [*admin_requests(d), *staff_reads(d), *record_requests(d)]:
         response = await call(gateway, method, path, elsewhere.admin, body)
         refused(response, 403, "forbidden")
         # The same answer for a structure that does not exist: ids cannot be probed.
@@ -578,7 +608,7 @@ async def test_another_structures_admin_is_refused_like_for_an_unknown_structure
 @pytest.mark.rule("H3")
 async def test_demo_ids_are_not_found_under_another_structure(gateway: Gateway, d: Demo, elsewhere: Elsewhere) -> None:
     own = Demo(elsewhere.sid, d.users, d.children, d.groups, d.families, elsewhere.admin, elsewhere.admin)
-    for method, path, body in admin_requests(own):
+    for method, path, body in [*admin_requests(own), *record_requests(own)]:
         if path.endswith(("/staff", "/groups", "/children", "/families", "/audit")) or path == own.url():
             continue  # structure-level: allowed on their own structure
         refused(await call(gateway, method, path, elsewhere.admin, body), 404, "not_found")

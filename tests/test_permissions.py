@@ -26,6 +26,7 @@ from realtime.permissions import (
     UserFacts,
     channel_children,
     may_administer,
+    may_edit_child,
     may_moderate,
     may_post_kind,
     may_publish,
@@ -636,7 +637,7 @@ def test_only_admins_of_the_structure_administer_it() -> None:
 
 
 @pytest.mark.rule("A1", "A2")
-@pytest.mark.parametrize("rule", [may_administer, may_view_consents, may_moderate])
+@pytest.mark.parametrize("rule", [may_administer, may_view_consents, may_moderate, may_edit_child])
 def test_structure_rules_follow_the_account_state(rule: Callable[[Principal, int], Decision]) -> None:
     denied(rule(replace(admin(), disabled=True), STRUCTURE), "account_disabled")
     denied(rule(replace(admin(), terms_accepted=False), STRUCTURE), "terms_not_accepted")
@@ -649,6 +650,18 @@ def test_staff_and_admins_view_consents_of_their_structure_only() -> None:
     denied(may_view_consents(staff(OTHER_STRUCTURE), STRUCTURE), "forbidden")
     denied(may_view_consents(guardian(), STRUCTURE), "forbidden")
     denied(may_view_consents(member(), STRUCTURE), "forbidden")
+
+
+@pytest.mark.rule("D1", "D2", "D3")
+def test_staff_correct_records_and_admins_change_enrolment() -> None:
+    for who in (staff(), admin()):
+        assert may_edit_child(who, STRUCTURE) == ALLOW
+        assert may_edit_child(who, STRUCTURE, ("first_name", "last_name", "birth_date")) == ALLOW
+    for field in ("group_id", "enrolled_on", "left_on"):
+        assert may_edit_child(admin(), STRUCTURE, ("first_name", field)) == ALLOW
+        denied(may_edit_child(staff(), STRUCTURE, ("first_name", field)), "forbidden")
+    for who in (staff(OTHER_STRUCTURE), admin(OTHER_STRUCTURE), guardian(), member()):
+        denied(may_edit_child(who, STRUCTURE, ("first_name",)), "forbidden")
 
 
 @pytest.mark.rule("C5", "C6")
@@ -671,7 +684,7 @@ def test_a_message_is_reported_by_whoever_sees_it() -> None:
 
 
 @pytest.mark.rule("U2")
-@pytest.mark.parametrize("rule", [may_administer, may_view_consents, may_moderate])
+@pytest.mark.parametrize("rule", [may_administer, may_view_consents, may_moderate, may_edit_child])
 def test_an_unknown_structure_is_refused_like_another(rule: Callable[[Principal, int], Decision]) -> None:
     # An id that names no structure is one the principal holds no role in: plain forbidden.
     unknown = 999_999
