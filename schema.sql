@@ -201,6 +201,14 @@ CREATE TABLE IF NOT EXISTS erasure_requests (
     requested_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Maintenance mode (realtime/maintenance.py): one row while it is on. Kept in PostgreSQL
+-- so that it survives a Redis restart and is read by every gateway that starts meanwhile.
+CREATE TABLE IF NOT EXISTS maintenance (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    message    text NOT NULL CHECK (length(message) BETWEEN 1 AND 500),
+    since      timestamptz NOT NULL DEFAULT now()
+);
+
 -- Tombstones of erased messages (realtime/erasure.py): ids only. The persistence worker
 -- never inserts a message whose id is here, whenever its ingest entry reaches it.
 CREATE TABLE IF NOT EXISTS erased_messages (

@@ -8,10 +8,21 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from gateway import admin_api, consent_api, erasure_api, export_api, http_api, media_api, metrics, reports_api
+from gateway import (
+    admin_api,
+    consent_api,
+    erasure_api,
+    export_api,
+    http_api,
+    maintenance,
+    media_api,
+    metrics,
+    reports_api,
+)
 from gateway.problems import handle_procreche_error, handle_unexpected
 from gateway.services import Services, open_services
 from gateway.ws import websocket_endpoint
@@ -59,11 +70,13 @@ def create_app(
             *export_api.routes,
             *reports_api.routes,
             *erasure_api.routes,
+            maintenance.route,
             WebSocketRoute("/ws", websocket_endpoint),
             metrics.route,
             Mount("/", StaticFiles(directory=STATIC, html=True), name="static"),
         ],
         exception_handlers={ProcrecheError: handle_procreche_error, Exception: handle_unexpected},
+        middleware=[Middleware(maintenance.MaintenanceGate)],
         lifespan=lifespan,
     )
     app.state.metrics = shown

@@ -1,4 +1,4 @@
-"""The `procreche` command: serve, worker, migrate, demo, drain, backup, restore.
+"""The `procreche` command: serve, worker, migrate, demo, drain, maintenance, backup, restore.
 
 It lives in the gateway package because `serve` composes everything: embedded or
 configured servers, the Starlette app under uvicorn, and the workers.
@@ -25,7 +25,7 @@ from gateway.app import create_app
 from gateway.metrics import configured_listener
 from gateway.services import Services
 from gateway.wsproto import FanoutWebSocketProtocol
-from realtime import demo, logs
+from realtime import demo, logs, maintenance
 from realtime.backup import backup, describe_backup, describe_restore, restore
 from realtime.bus import Bus
 from realtime.database import migrate, open_pool
@@ -195,6 +195,26 @@ async def drain_gateways(settings: Settings, names: Sequence[str]) -> None:
     print(f"procreche: drain asked of {', '.join(names) if names else 'every gateway'}", flush=True)
 
 
+async def switch_maintenance(settings: Settings, action: str, message: str | None) -> None:
+    async with (
+        servers(settings.data_dir, settings.database_url, settings.redis_url) as (db, rd),
+        open_pool(db, max_size=1) as pool,
+        open_redis(rd) as redis,
+    ):
+        await migrate(pool)
+        keys = Keys(settings.redis_prefix, settings.partitions)
+        if action == "on":
+            state = await maintenance.switch_on(pool, redis, keys, message)
+            print(f"procreche: maintenance on since {state.since.isoformat()}: {state.message}", flush=True)
+        elif action == "off":
+            was_on = await maintenance.switch_off(pool, redis, keys)
+            print(f"procreche: maintenance {'off' if was_on else 'was off already'}", flush=True)
+        else:
+            now = await maintenance.current(pool)
+            shown = f"on since {now.since.isoformat()}: {now.message}" if now else "off"
+            print(f"procreche: maintenance {shown}", flush=True)
+
+
 async def demo_only(settings: Settings) -> None:
     async with servers(settings.data_dir, settings.database_url, settings.redis_url) as (db, rd):
         await seed_demo(settings.with_servers(db, rd))
@@ -219,6 +239,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         ("migrate", "apply schema.sql (idempotent)"),
         ("demo", "seed the demo structure (idempotent)"),
         ("drain", "drain gateways for maintenance: clients reconnect elsewhere, then the gateway exits"),
+        ("maintenance", "maintenance mode: on MESSAGE (logins and connections refused with it), off, or status"),
         ("backup", "write the database and every media object into a new folder"),
         ("restore", "restore a backup folder into an empty deployment"),
     ):
@@ -235,6 +256,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
             sub.add_argument(
                 "names", nargs="*", help="gateway names (PROCRECHE_GATEWAY_NAME, default host:port); none: all"
             )
+        if name == "maintenance":
+            sub.add_argument("action", nargs="?", choices=("on", "off", "status"), default="status")
+            sub.add_argument("message", nargs="?", help="with on: what users are shown (1-500 characters)")
         if name in ("backup", "restore"):
             sub.add_argument("directory", type=Path, help="the backup folder (backup: absent or empty)")
             sub.add_argument("--pg-bin", type=Path, help="folder of pg_dump/pg_restore (default: found by version)")
@@ -273,6 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = serve(settings, with_demo=args.demo, with_worker=not args.no_worker)
     elif args.command == "drain":
         runner = drain_gateways(settings, args.names)
+    elif args.command == "maintenance":
+        if (args.action == "on") != (args.message is not None):
+            print("procreche: usage: procreche maintenance on MESSAGE | off | status", file=sys.stderr)
+            return 2
+        runner = switch_maintenance(settings, args.action, args.message)
     elif args.command in ("backup", "restore"):
         runner = (backup_only if args.command == "backup" else restore_only)(settings, args.directory, args.pg_bin)
     else:

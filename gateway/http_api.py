@@ -133,7 +133,8 @@ async def healthz(request: Request) -> Response:
     down = [name for name, result in zip(checks, results, strict=True) if isinstance(result, BaseException)]
     if down:
         return JSONResponse({"status": "down", "down": down}, status_code=503)
-    return JSONResponse({"status": "ok"})
+    # Still 200 in maintenance mode: the load balancer keeps sending clients, who get the message.
+    return JSONResponse({"status": "ok", **({"maintenance": True} if s.maintenance.current else {})})
 
 
 routes = [

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from gateway.facts_cache import FactsCache
 from gateway.hub import Hub
 from gateway.live import LiveFeed
+from gateway.maintenance import MaintenanceWatch
 from gateway.sessions import SessionRegistry
 from realtime.accounts import Accounts
 from realtime.bus import Bus
@@ -22,6 +23,7 @@ from realtime.directory import Directory
 from realtime.errors import CloseCode, Unavailable
 from realtime.invalidation import Change
 from realtime.keys import Keys
+from realtime.maintenance import Maintenance
 from realtime.media import MediaLibrary
 from realtime.media_store import MediaStore, open_media_store
 from realtime.message_store import MessageStore
@@ -57,6 +59,7 @@ class Services:
     media: MediaLibrary
     media_store: MediaStore
     reports: Reports
+    maintenance: MaintenanceWatch
     # Set when a drain starts (no new WebSocket, /healthz 503) and when it is complete.
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
@@ -71,13 +74,21 @@ class Services:
             await self.drained.wait()
             return
         self.draining.set()
-        log.info("draining: %d connections told to reconnect", len(self.sessions.all()))
+        await self._move_clients({"op": "reconnect"}, "draining: reconnect to another gateway")
+        self.drained.set()
+
+    async def leave_for_maintenance(self, state: Maintenance) -> None:
+        """Maintenance mode: the same moving off, but no gateway takes the clients until it
+        ends; the frame carries the operator's message for them to show meanwhile."""
+        await self._move_clients({"op": "reconnect", "maintenance": state.public()}, "maintenance")
+
+    async def _move_clients(self, frame: dict[str, object], reason: str) -> None:
+        log.info("%s: %d connections told to reconnect", reason, len(self.sessions.all()))
         for session in self.sessions.all():
-            session.push({"op": "reconnect"})
+            session.push(frame)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.sessions.empty.wait(), self.settings.drain_grace_seconds)
-        self.sessions.close_all(CloseCode.SERVICE_RESTART, "draining: reconnect to another gateway")
-        self.drained.set()
+        self.sessions.close_all(CloseCode.SERVICE_RESTART, reason)
 
     def wants_drain(self, change: Change) -> bool:
         return "*" in change.drain or (bool(self.settings.gateway_name) and self.settings.gateway_name in change.drain)
@@ -100,6 +111,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         facts = FactsCache(directory)
 
         def on_change(change: Change) -> None:
+            if change.maintenance:
+                watch.changed()
             facts.invalidate(change)
             sessions.apply(change)
             if services.wants_drain(change):
@@ -108,14 +121,19 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
 
         drains: set[asyncio.Task[None]] = set()
 
+        def on_lost() -> None:
+            sessions.close_all(CloseCode.LIVE_PATH_LOST, "live feed lost: resume from your last seq")
+            watch.changed()  # a maintenance switch may have been announced meanwhile
+
         live = LiveFeed(
             redis,
             keys,
             hub,
-            on_lost=lambda: sessions.close_all(CloseCode.LIVE_PATH_LOST, "live feed lost: resume from your last seq"),
+            on_lost=on_lost,
             on_change=on_change,
         )
         bus = Bus(redis, keys, MessageStore(pool), history_maxlen=settings.history_maxlen)
+        watch = MaintenanceWatch(pool, lambda state: services.leave_for_maintenance(state))
         services = Services(
             settings=settings,
             pool=pool,
@@ -134,15 +152,19 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             media=MediaLibrary(pool),
             media_store=media_store,
             reports=Reports(pool),
+            maintenance=watch,
         )
-        refresher = asyncio.create_task(_refresh_presence(services))
+        await watch.reload()
+        background = [asyncio.create_task(_refresh_presence(services)), asyncio.create_task(watch.run())]
         try:
             async with live.running():
                 yield services
         finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await sessions.aclose()
 
 

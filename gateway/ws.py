@@ -22,6 +22,7 @@ from uvicorn._types import WebSocketReceiveEvent
 
 from gateway.frames import ws_frame
 from gateway.hub import Outgoing, Subscriber
+from gateway.maintenance import refusal as maintenance_refusal
 from gateway.problems import problem
 from gateway.services import Services
 from gateway.wsproto import SINK_EXTENSION, FanoutWebSocketProtocol
@@ -567,6 +568,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
     if services.draining.is_set():
         await websocket.send_denial_response(problem(503, "draining", "this gateway is draining: connect to another"))
+        return
+    if (state := services.maintenance.current) is not None:
+        await websocket.send_denial_response(maintenance_refusal(state))
         return
     codec = choose(websocket.scope.get("subprotocols", []))
     if codec is None:

@@ -29,6 +29,8 @@ class Change:
     sessions: frozenset[bytes] = frozenset()
     # Gateways to drain (`procreche drain`), by name; "*" drains them all.
     drain: frozenset[str] = frozenset()
+    # Maintenance mode was switched on or off: every gateway reads it again.
+    maintenance: bool = False
 
     def pack(self) -> bytes:
         return msgpack.packb(
@@ -40,6 +42,7 @@ class Change:
                 "g": sorted(self.groups),
                 "t": sorted(self.sessions),
                 "d": sorted(self.drain),
+                "m": self.maintenance,
             }
         )
 
@@ -54,6 +57,7 @@ class Change:
             groups=frozenset(raw.get("g", ())),
             sessions=frozenset(raw.get("t", ())),
             drain=frozenset(raw.get("d", ())),
+            maintenance=bool(raw.get("m", False)),
         )
 
 
@@ -68,6 +72,7 @@ async def announce(
     groups: Iterable[int] = (),
     sessions: Iterable[bytes] = (),
     drain: Iterable[str] = (),
+    maintenance: bool = False,
 ) -> None:
     change = Change(
         frozenset(users),
@@ -77,5 +82,6 @@ async def announce(
         frozenset(groups),
         frozenset(sessions),
         frozenset(drain),
+        maintenance,
     )
     await redis.publish(keys.control(), change.pack())

@@ -37,7 +37,7 @@ DEMO_PASSWORD = "demo-password-for-tests"
 TABLES = (
     "structures, groups, users, memberships, staff_groups, children, families, family_members, family_children,"
     " guardianships, consents, terms_acceptances, media, messages, message_children, receipts,"
-    " reports, audit_log, sessions, invitations, erased_messages, erasure_requests, exports"
+    " reports, audit_log, sessions, invitations, erased_messages, erasure_requests, exports, maintenance"
 )
 
 
