@@ -2,7 +2,7 @@
 // opening. It caches nothing else: never /api/*, never /media/*, never the WebSocket, never
 // any answer that could hold a family's messages, photos or names. Requests for anything not
 // listed here are not even seen by respondWith: they go to the network untouched.
-const CACHE = "procreche-shell-v3";
+const CACHE = "procreche-shell-v4";
 const SHELL = [
   "/",
   "/index.html",
@@ -17,6 +17,7 @@ const SHELL = [
   "/js/dom.js",
   "/js/i18n.js",
   "/js/live.js",
+  "/js/maintenance.js",
   "/js/moderation.js",
   "/js/notify.js",
   "/js/store.js",
@@ -26,6 +27,7 @@ const SHELL = [
   "/js/views/admin/audit.js",
   "/js/views/admin/children.js",
   "/js/views/admin/common.js",
+  "/js/views/admin/erasures.js",
   "/js/views/admin/groups.js",
   "/js/views/admin/households.js",
   "/js/views/admin/settings.js",
@@ -42,6 +44,7 @@ const SHELL = [
   "/js/views/media.js",
   "/js/views/message.js",
   "/js/views/moderation.js",
+  "/js/views/records.js",
   "/js/views/report.js",
   "/js/views/terms.js",
 ];

@@ -26,7 +26,8 @@ export class ApiError extends Error {
   }
 }
 
-// Fired when the server no longer knows the token (expired, revoked): back to the login.
+// "expired" when the server no longer knows the token (expired, revoked): back to the login;
+// "maintenance" ({message}) when the deployment is in maintenance mode.
 export const sessionEvents = new EventTarget();
 
 export async function api(method, path, body) {
@@ -51,6 +52,7 @@ export async function api(method, path, body) {
   if (!response.ok) {
     const error = new ApiError(response.status, data);
     if (token && response.status === 401) sessionEvents.dispatchEvent(new CustomEvent("expired", { detail: error.code }));
+    if (error.code === "maintenance") sessionEvents.dispatchEvent(new CustomEvent("maintenance", { detail: { message: data.detail } }));
     throw error;
   }
   return data;

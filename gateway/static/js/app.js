@@ -4,16 +4,19 @@
 //   #/c/<channel>           a conversation
 //   #/children              my children (guardians)
 //   #/children/<id>/consent a child's publication consent
-//   #/account               password, notifications, my reports, export my data, logout
+//   #/account               profile (name, email), password, notifications, my reports,
+//                           export my data, asking for my account's erasure, logout
 //   #/moderation            the moderation queue (staff)
+//   #/records[/<id>]        children's records: names and birth dates corrected (staff)
 //   #/admin[/<section>…]    administration of the structure (admins)
 //   #/report/group:<id>     a group's daily reports, several children at once (staff)
 //   #/invite/<token>        an invitation: choose a first password (no session needed)
 import { api, session, sessionEvents } from "./api.js";
 import { Consents } from "./consents.js";
 import { h } from "./dom.js";
-import { applyStatic, lang, N_, setLang, t } from "./i18n.js";
+import { applyStatic, errorText, lang, N_, setLang, t } from "./i18n.js";
 import { Live } from "./live.js";
+import { MaintenanceBanner } from "./maintenance.js";
 import { Moderation } from "./moderation.js";
 import { notifyHidden } from "./notify.js";
 import { Store } from "./store.js";
@@ -26,6 +29,7 @@ import { conversationView } from "./views/conversation.js";
 import { inviteView } from "./views/invite.js";
 import { loginView } from "./views/login.js";
 import { moderationView } from "./views/moderation.js";
+import { recordStructures, recordsView } from "./views/records.js";
 import { reportView } from "./views/report.js";
 import { termsView } from "./views/terms.js";
 
@@ -83,8 +87,12 @@ function start(me) {
     logout,
     childName: (id) => childName(me, id),
   };
-  live.addEventListener("state", (event) => paintStatus(event.detail));
+  live.addEventListener("state", (event) => {
+    paintStatus(event.detail);
+    if (event.detail === "online") maintenance.over();
+  });
   live.addEventListener("denied", (event) => denied(event.detail.code));
+  live.addEventListener("maintenance", (event) => maintenance.show(event.detail.message));
   live.addEventListener("message", (event) => notifyHidden(store, event.detail));
   live.addEventListener("unsubscribed", refreshMe);
   live.addEventListener("report", (event) => toast(t(OUTCOMES[event.detail.state] ?? OUTCOMES.dismissed)));
@@ -121,6 +129,14 @@ function denied(code) {
   session.clear();
   showLogin(t("login.expired"));
 }
+
+// Over: a live session reconnects at once (and resumes), any other screen starts again.
+const maintenance = new MaintenanceBanner(document.querySelector(".topbar"), () => {
+  toast(t("maintenance.over"));
+  if (ctx) ctx.live.resumeNow();
+  else enter();
+});
+sessionEvents.addEventListener("maintenance", (event) => maintenance.show(event.detail.message));
 
 sessionEvents.addEventListener("expired", () => {
   if (ctx || screen === "terms") denied("invalid_token");
@@ -183,7 +199,8 @@ function showInvite(token) {
 function showFailure(error) {
   screen = "failure";
   const retry = h("button", { type: "button", class: "primary", onclick: () => enter() }, t("common.retry"));
-  mount({ el: h("section", { class: "card narrow" }, h("p", { role: "alert" }, t("error.unreachable")), retry) });
+  const text = error.code === "maintenance" ? errorText(error.code) : t("error.unreachable");
+  mount({ el: h("section", { class: "card narrow" }, h("p", { role: "alert" }, text), retry) });
   console.warn("procreche: /api/me failed", error.code);
 }
 
@@ -198,6 +215,7 @@ function route() {
   if ((match = hash.match(/^#\/children\/(\d+)\/consent$/))) return mount(consentView(ctx, Number(match[1])));
   if (hash === "#/account") return mount(accountView(ctx));
   if (hash === "#/moderation") return mount(moderationView(ctx));
+  if ((match = hash.match(/^#\/records(?:\/(\d+))?$/))) return mount(recordsView(ctx, match[1] ? Number(match[1]) : null));
   if ((match = hash.match(/^#\/admin(?:\/(.*))?$/))) return mount(adminView(ctx, match[1] ?? ""));
   if ((match = hash.match(/^#\/report\/(group:\d+)$/))) return mount(reportView(ctx, match[1]));
   return mountLayout(null);
@@ -233,6 +251,7 @@ function paintTopnav(hash) {
     const label = [t("nav.moderation"), waiting];
     links.push(link("#/moderation", label, hash === "#/moderation"));
   }
+  if (recordStructures(ctx.me).length) links.push(link("#/records", t("nav.records"), hash.startsWith("#/records")));
   if (adminStructures(ctx.me).length) links.push(link("#/admin", t("nav.admin"), hash.startsWith("#/admin")));
   links.push(link("#/account", t("nav.account"), hash === "#/account"));
   topnav.replaceChildren(...links);
@@ -298,7 +317,7 @@ window.addEventListener("hashchange", () => {
   route();
   main.querySelector(".pane h2, h2")?.setAttribute("tabindex", "-1");
   if (location.hash.startsWith("#/c/")) main.querySelector(".pane h2")?.focus({ preventScroll: true });
-  else if (/^#\/(admin|report|moderation)/.test(location.hash)) main.querySelector("h2")?.focus({ preventScroll: true });
+  else if (/^#\/(admin|report|moderation|records)/.test(location.hash)) main.querySelector("h2")?.focus({ preventScroll: true });
 });
 applyStatic();
 if ("serviceWorker" in navigator) navigator.serviceWorker.register("/sw.js").catch(() => {});

@@ -5,7 +5,8 @@
 // Events (CustomEvent, detail = the frame unless said otherwise): state (online |
 // reconnecting | offline), subscribed ({channel, head, fresh}), reset ({channel}), gap
 // ({channel}), message, withdrawn, unsubscribed, read, typing, presence, media, consent,
-// moderation, report, export, denied ({code}: the session is refused, do something before reconnecting).
+// moderation, report, export, denied ({code}: the session is refused, do something before reconnecting),
+// maintenance ({message, since}: the deployment entered maintenance mode).
 import { sleep, uuid } from "./dom.js";
 
 const SUBPROTOCOL = "procreche.v1.json";
@@ -50,9 +51,7 @@ export class Live extends EventTarget {
     this.timer = null;
     this.stopped = false;
     this.waiters = new Set();
-    this.onBrowserOnline = () => {
-      if (!this.stopped && !this.ws) this.connectSoon(0);
-    };
+    this.onBrowserOnline = () => this.resumeNow();
     addEventListener("online", this.onBrowserOnline);
   }
 
@@ -131,6 +130,11 @@ export class Live extends EventTarget {
       }, REQUEST_TIMEOUT);
       this.waiters.add(waiter);
     });
+  }
+
+  // Whatever the backoff says: the network or the server is back.
+  resumeNow() {
+    if (!this.stopped && !this.ws) this.connectSoon(0);
   }
 
   connectSoon(delay) {
@@ -264,7 +268,10 @@ export class Live extends EventTarget {
       return;
     }
     if (frame.op === "reconnect") {
-      this.handover();
+      // In maintenance no gateway takes us: the server closes this one after its grace,
+      // and the reconnection backs off until the maintenance is over.
+      if (frame.maintenance) this.emit("maintenance", frame.maintenance);
+      else this.handover();
       return;
     }
     if (!PUSHES.has(frame.op)) return; // §3.2: ignore what a later version may add

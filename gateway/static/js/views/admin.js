@@ -4,6 +4,7 @@
 //   #/admin/groups              groups and their staff
 //   #/admin/children[/<id>]     children; one child: details, guardians and their rights
 //   #/admin/households[/<id>]   households; one household: members, children
+//   #/admin/erasures            erasure requests of accounts, erased on confirmation
 //   #/admin/audit               the audit log
 // Anyone else gets a refusal (the server would answer 403 anyway).
 import { h } from "../dom.js";
@@ -11,6 +12,7 @@ import { N_, t } from "../i18n.js";
 import { auditSection } from "./admin/audit.js";
 import { childSection, childrenSection } from "./admin/children.js";
 import { structureApi } from "./admin/common.js";
+import { erasuresSection } from "./admin/erasures.js";
 import { groupsSection } from "./admin/groups.js";
 import { householdSection, householdsSection } from "./admin/households.js";
 import { settingsSection } from "./admin/settings.js";
@@ -22,6 +24,7 @@ const SECTIONS = [
   { name: "groups", label: N_("admin.groups"), list: groupsSection },
   { name: "children", label: N_("admin.children"), list: childrenSection, one: childSection },
   { name: "households", label: N_("admin.households"), list: householdsSection, one: householdSection },
+  { name: "erasures", label: N_("admin.erasures"), list: erasuresSection },
   { name: "audit", label: N_("admin.audit"), list: auditSection },
 ];
 

@@ -43,11 +43,15 @@ const ACTIONS = {
   "erasure.user": N_("audit.erasure.user"),
   "erasure.child": N_("audit.erasure.child"),
   "erasure.household": N_("audit.erasure.household"),
+  "profile.update": N_("audit.profile.update"),
 };
 
 const FIELDS = {
   ...FLAGS,
   name: N_("admin.name"),
+  email: N_("admin.email"),
+  messages: N_("audit.field.messages"),
+  media: N_("audit.field.media"),
   guardians_may_post: N_("admin.settings_may_post"),
   retention_months: N_("admin.settings_retention"),
   first_name: N_("admin.first_name"),

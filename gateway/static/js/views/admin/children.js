@@ -1,12 +1,15 @@
 // Children: the list (group, publication consent; those who left apart), enrolling a child,
 // and one child's page: details, households, guardians with their three rights (parental
-// authority, consultation of the feed, writing to the nursery), publication consent.
+// authority, consultation of the feed, writing to the nursery), publication consent, export
+// and erasure for good (protocol.md §1.7).
 import { h } from "../../dom.js";
 import { formatDate, t, today } from "../../i18n.js";
 import {
   addPanel,
   backLink,
+  carried,
   checkbox,
+  dangerCard,
   dateInput,
   exportCard,
   feedback,
@@ -14,6 +17,7 @@ import {
   FLAGS,
   heading,
   keeper,
+  leave,
   loading,
   personName,
   redraw,
@@ -120,6 +124,7 @@ export function childrenSection(ctx, call) {
   return {
     el: [
       heading(t("admin.children")),
+      carried(ctx),
       addPanel("child-add-title", t("admin.children_add"), form),
       h("h3", { id: "children-list-title" }, t("admin.children_list")),
       listFb.el,
@@ -133,6 +138,7 @@ export function childSection(ctx, call, childId) {
   const keep = keeper();
   const title = heading(t("common.loading"));
   const body = h("div", null, loading());
+  const danger = h("div");
   const loadFb = feedback();
 
   const load = async () => {
@@ -146,6 +152,7 @@ export function childSection(ctx, call, childId) {
       title.textContent = fullName(child);
       document.title = `${fullName(child)} · procreche`;
       redraw(body, [details(child, groups), households(child), guardians(child, families), consentCard(consent)]);
+      redraw(danger, [eraseCard(child)]);
     } catch (e) {
       title.textContent = t("admin.children");
       loadFb.fail(e);
@@ -311,7 +318,25 @@ export function childSection(ctx, call, childId) {
         : h("p", { class: "muted" }, t("consent.no_holder")),
     );
 
+  // Erasure for good: the child's record, feed, messages about them and media (§1.7).
+  const eraseCard = (child) => {
+    const fb = keep("erase", feedback);
+    const name = fullName(child);
+    const erase = h("button", { type: "button", class: "danger", id: "child-erase" }, t("admin.erase"));
+    erase.addEventListener("click", async () => {
+      if (!(await ctx.confirm(t("admin.erase_child_confirm", { name }), t("admin.erase")))) return;
+      let erased;
+      if (await fb.run(erase, async () => (erased = await call("POST", "/erasures", { subject: "child", id: childId })))) {
+        leave(ctx, "#/admin/children", t("admin.erased_child", { name, messages: erased.messages, media: erased.media }));
+      }
+    });
+    return dangerCard("child-erase-title", t("admin.erase"), t("admin.erase_child_hint"), erase, fb);
+  };
+
   load();
   const exporting = exportCard(ctx, "child", childId, t("admin.export_child"));
-  return { el: [backLink("#/admin/children", t("admin.children")), title, loadFb.el, body, exporting.el], destroy: exporting.destroy };
+  return {
+    el: [backLink("#/admin/children", t("admin.children")), title, loadFb.el, body, exporting.el, danger],
+    destroy: exporting.destroy,
+  };
 }

@@ -1,6 +1,7 @@
 // What the administration screens share (protocol.md §1.4): the structure's API, the
-// outcome of an action (an error in role=alert, a success in role=status), form fields, the
-// lists redrawn without losing keyboard focus, the invitation link, and the export card.
+// outcome of an action (an error in role=alert, a success in role=status), the outcome
+// carried back to a list, form fields, the lists redrawn without losing keyboard focus, the
+// invitation link, the danger card of an erasure, and the export card.
 import { api } from "../../api.js";
 import { h } from "../../dom.js";
 import { errorText, formatDateTime, N_, t } from "../../i18n.js";
@@ -59,6 +60,32 @@ export function feedback() {
     }
   };
   return { el: [error, status], error, status, clear, fail, ok, run };
+}
+
+// After an action that ends a page (a deletion, an erasure), the list it goes back to says
+// what happened: `leave` keeps the text on ctx and goes, `carried` shows it there once.
+export function leave(ctx, hash, text) {
+  ctx.carried = text;
+  ctx.announce(text);
+  location.hash = hash;
+}
+
+export function carried(ctx) {
+  const text = ctx.carried;
+  ctx.carried = null;
+  return text ? h("p", { class: "action-status ok carried" }, text) : null;
+}
+
+// A danger card: what an irreversible action does, its button and its outcome.
+export function dangerCard(id, title, hint, button, fb) {
+  return h(
+    "section",
+    { class: "card danger-zone", "aria-labelledby": id },
+    h("h3", { id }, title),
+    h("p", { class: "muted" }, hint),
+    h("div", { class: "row" }, button),
+    fb.el,
+  );
 }
 
 // One object per key for as long as the section lives: a list redrawn after a change keeps

@@ -1,17 +1,21 @@
 // Households: the list and creating one (name_taken); one household's page: renaming,
 // deleting, its members (an unknown email creates the account, without a password: an
-// invitation link lets them set it) and its children.
+// invitation link lets them set it), its children, export and erasure for good (its
+// conversation and media, protocol.md §1.7).
 import { h } from "../../dom.js";
 import { t, today } from "../../i18n.js";
 import {
   addPanel,
   backLink,
+  carried,
+  dangerCard,
   exportCard,
   feedback,
   field,
   heading,
   invitation,
   keeper,
+  leave,
   loading,
   personName,
   redraw,
@@ -75,6 +79,7 @@ export function householdsSection(ctx, call) {
   return {
     el: [
       heading(t("admin.households")),
+      carried(ctx),
       addPanel("household-add-title", t("admin.households_add"), form),
       h("h3", { id: "households-list-title" }, t("admin.households_list")),
       listFb.el,
@@ -87,6 +92,7 @@ export function householdSection(ctx, call, familyId) {
   const keep = keeper();
   const title = heading(t("common.loading"));
   const body = h("div", null, loading());
+  const danger = h("div");
   const loadFb = feedback();
 
   const load = async () => {
@@ -97,11 +103,13 @@ export function householdSection(ctx, call, familyId) {
       if (!family) {
         title.textContent = t("admin.households");
         body.replaceChildren(h("p", { class: "notice", role: "alert" }, t("admin.not_found")));
+        danger.replaceChildren();
         return;
       }
       title.textContent = family.name;
       document.title = `${family.name} · procreche`;
       redraw(body, [settings(family), members(family), kids(family, children)]);
+      redraw(danger, [eraseCard(family)]);
     } catch (e) {
       loadFb.fail(e);
     }
@@ -129,8 +137,7 @@ export function householdSection(ctx, call, familyId) {
     remove.addEventListener("click", async () => {
       if (!(await ctx.confirm(t("admin.households_delete_confirm", { name: family.name }), t("admin.delete")))) return;
       if (await fb.run(remove, () => call("DELETE", `/families/${familyId}`))) {
-        ctx.announce(t("admin.households_deleted", { name: family.name }));
-        location.hash = "#/admin/households";
+        leave(ctx, "#/admin/households", t("admin.households_deleted", { name: family.name }));
       }
     });
     return form;
@@ -250,7 +257,28 @@ export function householdSection(ctx, call, familyId) {
     );
   };
 
+  // -- erasure for good: the household, its conversation and media (§1.7) -------------------
+  const eraseCard = (family) => {
+    const fb = keep("erase", feedback);
+    const erase = h("button", { type: "button", class: "danger", id: "household-erase" }, t("admin.erase"));
+    erase.addEventListener("click", async () => {
+      if (!(await ctx.confirm(t("admin.erase_household_confirm", { name: family.name }), t("admin.erase")))) return;
+      let erased;
+      const done = await fb.run(erase, async () => {
+        erased = await call("POST", "/erasures", { subject: "household", id: familyId });
+      });
+      if (done) {
+        const text = t("admin.erased_household", { name: family.name, messages: erased.messages, media: erased.media });
+        leave(ctx, "#/admin/households", text);
+      }
+    });
+    return dangerCard("household-erase-title", t("admin.erase"), t("admin.erase_household_hint"), erase, fb);
+  };
+
   load();
   const exporting = exportCard(ctx, "household", familyId, t("admin.export_household"));
-  return { el: [backLink("#/admin/households", t("admin.households")), title, loadFb.el, body, exporting.el], destroy: exporting.destroy };
+  return {
+    el: [backLink("#/admin/households", t("admin.households")), title, loadFb.el, body, exporting.el, danger],
+    destroy: exporting.destroy,
+  };
 }
