@@ -48,16 +48,7 @@ async def request_my_erasure(request: Request) -> Response:
         if requested is None:
             at = await conn.fetchval("SELECT requested_at FROM erasure_requests WHERE user_id = $1", principal.user_id)
             return JSONResponse({"requested_at": iso(at)})
-        structures: list[int | None] = [*sorted(principal.member_of)] or [None]
-        for structure_id in structures:
-            await audit.record(
-                conn,
-                actor_id=principal.user_id,
-                structure_id=structure_id,
-                action="erasure.request",
-                subject_type="user",
-                subject_id=principal.user_id,
-            )
+        await audit.record_own(conn, user_id=principal.user_id, action="erasure.request")
     return JSONResponse({"requested_at": iso(requested)}, status_code=201)
 
 

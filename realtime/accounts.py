@@ -222,18 +222,6 @@ class Accounts:
                 )
             except asyncpg.UniqueViolationError:
                 raise Conflict("another account uses this email", code="email_taken") from None
-            structures = await conn.fetch(
-                "SELECT DISTINCT structure_id FROM memberships WHERE user_id = $1 ORDER BY 1", user.user_id
-            )
-            for structure_id in [r["structure_id"] for r in structures] or [None]:
-                await audit.record(
-                    conn,
-                    actor_id=user.user_id,
-                    structure_id=structure_id,
-                    action="profile.update",
-                    subject_type="user",
-                    subject_id=user.user_id,
-                    details={"fields": fields},
-                )
+            await audit.record_own(conn, user_id=user.user_id, action="profile.update", details={"fields": fields})
         await announce(self.redis, self.keys, users=[user.user_id])
         return replace(user, name=changes.get("name", user.name), email=changes.get("email", user.email))

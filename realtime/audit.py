@@ -31,3 +31,21 @@ async def record(
         str(subject_id),
         dict(details or {}),
     )
+
+
+async def record_own(
+    conn: PoolConnectionProxy[asyncpg.Record], *, user_id: int, action: str, details: Mapping[str, Any] | None = None
+) -> None:
+    """A user's act on their own account, in the log of each structure they belong to (whose
+    admins answer for their data), or without a structure when they belong to none."""
+    rows = await conn.fetch("SELECT DISTINCT structure_id FROM memberships WHERE user_id = $1 ORDER BY 1", user_id)
+    for structure_id in [r["structure_id"] for r in rows] or [None]:
+        await record(
+            conn,
+            actor_id=user_id,
+            structure_id=structure_id,
+            action=action,
+            subject_type="user",
+            subject_id=user_id,
+            details=details,
+        )
