@@ -252,3 +252,15 @@ async def fail_on_loop_errors() -> AsyncIterator[None]:
 
 def settings_for(settings: Settings, **changes: Any) -> Settings:
     return replace(settings, **changes)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The reliability and security figures of this run (tests/figures.py)."""
+    from tests import figures
+
+    if figures.FIGURES:
+        terminalreporter.section("reliability and security figures")
+        for line in figures.lines():
+            terminalreporter.write_line(line)
+        if (path := figures.save()) is not None:
+            terminalreporter.write_line(f"written to {path}")
