@@ -17,7 +17,9 @@ and in a second structure "B" created here: admin_b, staff_b and parent_b, guard
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -25,9 +27,11 @@ from typing import Any
 
 import pytest
 
+from gateway.app import create_app
 from realtime.client import Client, ReplyError
 from realtime.errors import CloseCode
 from realtime.passwords import Passwords
+from realtime.settings import Settings
 from realtime.tokens import token_digest
 from tests.conftest import DEMO_PASSWORD, Gateway, bearer
 
@@ -400,20 +404,44 @@ async def stale_tokens(gateway: Gateway) -> dict[str, str]:
     }
 
 
-ATTACKED = [
-    ("GET", "/api/me", None),
-    ("GET", "/api/children/{lea}/consent", None),
-    ("POST", "/api/children/{lea}/consent", {"declare": True}),
-    ("DELETE", "/api/children/{lea}/consent", None),
-    ("GET", "/api/structures/{A}/consents", None),
-    ("PATCH", "/api/structures/{A}", {"retention_months": 12}),
-    ("POST", "/api/password", {"old_password": DEMO_PASSWORD, "new_password": "une phrase toute neuve"}),
-]
+# The only /api routes served without a session; every other one must refuse a bad token.
+PUBLIC = {
+    ("POST", "/api/login"),
+    ("GET", "/api/invitations/{token}"),
+    ("POST", "/api/invitations/{token}"),
+    ("GET", "/api/terms"),
+    ("GET", "/api/maintenance"),
+    ("GET", "/api/openapi.json"),
+}
+# Before the terms are accepted, a session may still do these.
+WITHOUT_TERMS = {("POST", "/api/logout"), ("POST", "/api/terms/accept")}
+SAMPLE_PARAMS = {"media_id": str(uuid.UUID(int=7)), "message_id": str(uuid.UUID(int=9))}
+
+
+def private_routes(c: Cast) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every HTTP API route of the app that needs a session, as (method, path, body): read
+    from the app itself, so that a new route is attacked without anyone listing it. Ids in
+    paths are real ones of structure A (a token is checked before anything else)."""
+    real = {"sid": c.ids["A"], "cid": c.ids["lea"], "child_id": c.ids["lea"], "uid": c.ids["martin"]}
+    routes: list[tuple[str, str, dict[str, Any]]] = []
+    for route in create_app(Settings.from_env()).routes:
+        template = getattr(route, "path", "")
+        if not template.startswith("/api/"):
+            continue
+        plain = re.sub(r"{(\w+):\w+}", r"{\1}", template)
+        for method in sorted(set(getattr(route, "methods", ())) - {"HEAD"}):
+            if (method, plain) in PUBLIC:
+                continue
+            path = re.sub(r"{(\w+)}", lambda m: str(real.get(m[1], SAMPLE_PARAMS.get(m[1], 1))), plain)
+            routes.append((method, path, {}))
+    return routes
 
 
 async def test_no_forged_stale_or_revoked_token_opens_anything(gateway: Gateway, demo_families: dict[str, int]) -> None:
     c = await cast(gateway, demo_families)
     bad = await stale_tokens(gateway)
+    routes = private_routes(c)
+    assert len(routes) >= 50, routes
     headers: dict[str, dict[str, str]] = {
         "no token": {},
         "empty bearer": {"Authorization": "Bearer"},
@@ -423,11 +451,11 @@ async def test_no_forged_stale_or_revoked_token_opens_anything(gateway: Gateway,
     mismatches: list[str] = []
     for name, header in headers.items():
         expected = "invalid_token" if name in bad else "unauthenticated"
-        for method, template, body in ATTACKED:
-            response = await gateway.http.request(method, c.path(template), json=body, headers=header)
+        for method, path, body in routes:
+            response = await gateway.http.request(method, path, json=body, headers=header)
             got = (response.status_code, response.json().get("code"))
             if got != (401, expected):
-                mismatches.append(f"HTTP {name} {method} {template}: expected 401 {expected}, got {got}")
+                mismatches.append(f"HTTP {name} {method} {path}: expected 401 {expected}, got {got}")
     for name, token in bad.items():
         if name == "overlong":
             continue  # not even a token: see below
@@ -461,9 +489,11 @@ async def test_terms_not_accepted_open_nothing_but_the_terms(gateway: Gateway, d
     c = await cast(gateway, demo_families)
     await gateway.services.pool.execute("DELETE FROM terms_acceptances WHERE user_id = $1", c.ids["martin"])
     token = await gateway.login("martin@demo.test", accept_terms=False)
-    for method, template, body in ATTACKED[:6]:
-        response = await gateway.http.request(method, c.path(template), json=body, headers=bearer(token))
-        assert (response.status_code, response.json()["code"]) == (403, "terms_not_accepted"), template
+    for method, path, body in private_routes(c):
+        if (method, path) in WITHOUT_TERMS:
+            continue
+        response = await gateway.http.request(method, path, json=body, headers=bearer(token))
+        assert (response.status_code, response.json()["code"]) == (403, "terms_not_accepted"), (method, path)
     async with Client.connect(gateway.ws) as client:
         assert await outcome(partial(client.request, "auth", token=token)) == "terms_not_accepted"
         await asyncio.wait_for(client.ws.wait_closed(), 5)
