@@ -26,6 +26,6 @@ ENV PROCRECHE_DATA=/home/procreche/var \
     PROCRECHE_HOST=0.0.0.0 \
     PROCRECHE_PORT=8000
 
-# Health: GET /healthz (200, or 503 naming postgres/redis); docker-compose.yml checks it.
+# Health: GET /healthz (200 ok or degraded without postgres, 503 without redis); docker-compose.yml checks it.
 EXPOSE 8000
 CMD ["procreche", "serve", "--no-worker"]

@@ -307,8 +307,8 @@ async def audit_log(request: Request) -> Response:
     limit = query_int(request, "limit", 1, AUDIT_MAX_LIMIT) or AUDIT_DEFAULT_LIMIT
     before = query_int(request, "before", 1, MAX_ID)
     action = request.query_params.get("action") or None
-    if action is not None and len(action) > 100:
-        raise BadRequest("action must be at most 100 characters", code="bad_request")
+    if action is not None and (len(action) > 100 or "\x00" in action):
+        raise BadRequest("action must be at most 100 characters, without U+0000", code="bad_request")
     return _json(await admin.audit(limit=limit, before=before, action=action))
 
 

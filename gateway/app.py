@@ -21,6 +21,7 @@ from gateway import (
     maintenance,
     media_api,
     metrics,
+    openapi,
     reports_api,
 )
 from gateway.problems import handle_procreche_error, handle_unexpected
@@ -71,6 +72,7 @@ def create_app(
             *reports_api.routes,
             *erasure_api.routes,
             maintenance.route,
+            openapi.route,
             WebSocketRoute("/ws", websocket_endpoint),
             metrics.route,
             Mount("/", StaticFiles(directory=STATIC, html=True), name="static"),

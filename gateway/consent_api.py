@@ -9,13 +9,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.http_api import current_principal, json_body, services
+from gateway.params import path_id
 from gateway.services import Services
 from realtime.invalidation import announce
 
 
 def _child_id(request: Request) -> int:
-    child_id: int = request.path_params["child_id"]
-    return child_id
+    return path_id(request, "child_id")
 
 
 async def consent_state(request: Request) -> Response:
@@ -51,7 +51,7 @@ async def revoke_consent(request: Request) -> Response:
 
 
 routes = [
-    Route("/api/children/{child_id:int}/consent", consent_state, methods=["GET"]),
-    Route("/api/children/{child_id:int}/consent", sign_consent, methods=["POST"]),
-    Route("/api/children/{child_id:int}/consent", revoke_consent, methods=["DELETE"]),
+    Route("/api/children/{child_id}/consent", consent_state, methods=["GET"]),
+    Route("/api/children/{child_id}/consent", sign_consent, methods=["POST"]),
+    Route("/api/children/{child_id}/consent", revoke_consent, methods=["DELETE"]),
 ]

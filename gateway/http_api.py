@@ -32,10 +32,16 @@ async def json_body(request: Request) -> dict[str, Any]:
         raise BadRequest("request body too large", code="too_large")
     try:
         data = json.loads(raw or b"null")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise BadRequest("body must be JSON", code="bad_request") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object", code="bad_request")
+    try:
+        # JSON lets "\ud800" escape a lone surrogate, which is no text: it would fail far
+        # later (hashing a password, a database query) as a 500.
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BadRequest("body must be valid Unicode text", code="bad_request") from None
     return data
 
 
@@ -131,10 +137,16 @@ async def healthz(request: Request) -> Response:
         *(asyncio.wait_for(check, HEALTH_TIMEOUT) for check in checks.values()), return_exceptions=True
     )
     down = [name for name, result in zip(checks, results, strict=True) if isinstance(result, BaseException)]
-    if down:
+    if "redis" in down:
+        # Nothing can be published nor delivered: the load balancer must route elsewhere.
         return JSONResponse({"status": "down", "down": down}, status_code=503)
     # Still 200 in maintenance mode: the load balancer keeps sending clients, who get the message.
-    return JSONResponse({"status": "ok", **({"maintenance": True} if s.maintenance.current else {})})
+    maintenance = {"maintenance": True} if s.maintenance.current else {}
+    if down:
+        # PostgreSQL alone: connected clients still publish and receive (the ingest streams
+        # buffer until the workers can persist), so the load balancer must keep this gateway.
+        return JSONResponse({"status": "degraded", "down": down, **maintenance})
+    return JSONResponse({"status": "ok", **maintenance})
 
 
 routes = [

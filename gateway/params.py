@@ -39,7 +39,8 @@ def only_fields(body: Mapping[str, Any], allowed: tuple[str, ...], required: tup
 
 def text_field(body: Mapping[str, Any], field: str, max_length: int) -> str:
     value = body.get(field)
-    if not isinstance(value, str) or not 1 <= len(value.strip()) <= max_length:
+    # U+0000: PostgreSQL text cannot hold it (a 500 at the query otherwise).
+    if not isinstance(value, str) or not 1 <= len(value.strip()) <= max_length or "\x00" in value:
         raise BadRequest(f"{field} must be a non-empty string of at most {max_length} characters", code="bad_request")
     return value.strip()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MAX_BOUNDARY_LENGTH, MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from realtime.errors import BadRequest, TooLarge, UnsupportedType
@@ -60,6 +60,7 @@ class _Receiver:
     head: bytearray = field(default_factory=bytearray)
     pending: bytearray = field(default_factory=bytearray)
     media_type: MediaType | None = None
+    ended: bool = False
 
     def on_part_begin(self) -> None:
         self.parts += 1
@@ -111,6 +112,9 @@ class _Receiver:
         if self.in_file and self.media_type is None:
             self._sniff()
 
+    def on_end(self) -> None:
+        self.ended = True
+
     def _sniff(self) -> None:
         self.media_type = sniff(bytes(self.head))
         if self.media_type is None:
@@ -135,7 +139,8 @@ async def receive(request: Request, spool_dir: Path, max_bytes: int) -> AsyncIte
     """The request's file, spooled to disk; the spool file is deleted on exit."""
     content_type, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
-    if content_type != b"multipart/form-data" or not boundary:
+    # RFC 2046 allows 70 characters; python-multipart refuses more than 256 when constructed.
+    if content_type != b"multipart/form-data" or not boundary or len(boundary) > MAX_BOUNDARY_LENGTH:
         raise BadRequest("send the file as multipart/form-data, in the field 'file'", code="bad_request")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes + MULTIPART_SLACK:
@@ -152,17 +157,28 @@ async def receive(request: Request, spool_dir: Path, max_bytes: int) -> AsyncIte
             "on_header_value": receiver.on_header_value,
             "on_header_end": receiver.on_header_end,
             "on_headers_finished": receiver.on_headers_finished,
+            "on_end": receiver.on_end,
         },
     )
+    # The whole body is bounded like a declared one: without a Content-Length, headers of
+    # parts, ignored fields or an epilogue after the closing boundary must not stream forever.
+    body_cap, received = max_bytes + MULTIPART_SLACK, 0
     spool, path = await asyncio.to_thread(_open_spool, spool_dir)
     try:
         try:
             async for chunk in request.stream():
+                received += len(chunk)
+                if received > body_cap:
+                    raise _too_large(max_bytes)
                 parser.write(chunk)
                 if len(receiver.pending) >= FLUSH_BYTES:
                     data, receiver.pending = bytes(receiver.pending), bytearray()
                     await asyncio.to_thread(spool.write, data)
             parser.finalize()
+            if not receiver.ended:
+                # python-multipart's finalize() does not check it: a body cut before its
+                # closing boundary would pass for a whole file.
+                raise BadRequest("the multipart body is incomplete", code="bad_request")
         except FormParserError:
             raise BadRequest("the multipart body is malformed", code="bad_request") from None
         if receiver.files == 0 or receiver.media_type is None:

@@ -29,6 +29,10 @@ INVALID_CREDENTIALS = "wrong email or password"
 def normalise_email(email: object) -> str:
     if not isinstance(email, str) or not 3 <= len(email) <= 254 or "@" not in email:
         raise BadRequest("a valid email is required", code="bad_request")
+    if not email.strip().isprintable():
+        # A NUL (which PostgreSQL text cannot hold: a 500), another control or format
+        # character, or a lone surrogate.
+        raise BadRequest("a valid email is required", code="bad_request")
     return email.strip().lower()
 
 

@@ -82,5 +82,7 @@ async def woken_by(pool: Pool, channel: str, wake: asyncio.Event) -> AsyncIterat
         try:
             yield
         finally:
-            with contextlib.suppress(asyncpg.PostgresError, OSError):
+            # InterfaceError: PostgreSQL closed the connection meanwhile (a restart) and the
+            # pool has taken it back; its LISTEN went with it, nothing is left to remove.
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 await conn.remove_listener(channel, on_notify)

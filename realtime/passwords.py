@@ -33,7 +33,9 @@ class Passwords:
     def __init__(self, concurrency: int = 2) -> None:
         self._hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, type=Type.ID)
         self._slots = asyncio.Semaphore(concurrency)
-        self._dummy: str | None = None
+        # Made now, not at the first unknown account: that login would cost a hash more
+        # than the others, and tell that the account does not exist.
+        self._dummy = self._hasher.hash("procreche timing equaliser")
 
     async def hash(self, password: str) -> str:
         async with self._slots:
@@ -42,12 +44,8 @@ class Passwords:
     async def verify(self, hashed: str | None, password: str) -> bool:
         """Always spends one argon2 verification, also for unknown accounts, so that timing
         does not tell which emails have an account."""
-        if hashed is None:
-            if self._dummy is None:
-                self._dummy = await self.hash("procreche timing equaliser")
-            hashed = self._dummy
         async with self._slots:
-            return await asyncio.to_thread(self._verify, hashed, password)
+            return await asyncio.to_thread(self._verify, self._dummy if hashed is None else hashed, password)
 
     def _verify(self, hashed: str, password: str) -> bool:
         try:

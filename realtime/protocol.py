@@ -196,7 +196,12 @@ def _parse(frame: dict[str, Any], rid: Rid) -> Request:
         if not isinstance(msg_id, str) or not MSG_ID.fullmatch(msg_id):
             raise BadRequest("'msg_id' must be 8 to 64 characters of A-Z a-z 0-9 _ -", code="bad_frame")
         return Publish(rid, Channel.parse(frame.get("channel")), msg_id, frame.get("body"), _children(frame))
-    raise BadRequest(f"unknown op {op!r}", code="unknown_op")
+    # Only a string op is echoed (shortened): the repr of a deeply nested value would
+    # overflow the stack, and a long one would bloat the reply.
+    raise BadRequest(
+        f"unknown op {op[:64]!r}" if isinstance(op, str) else f"unknown op: 'op' is a {type(op).__name__}",
+        code="unknown_op",
+    )
 
 
 class ServerProtocol:

@@ -218,3 +218,94 @@ def audio_only(path: Path, seconds: float = 0.5) -> Path:
         sound = output.add_stream("aac", rate=_AUDIO_RATE, layout="mono")
         _encode_silence(output, sound, seconds)
     return path
+
+
+# Hostile files (tests/test_upload_attacks.py) ----------------------------------------------------
+
+
+def jpeg_bomb(path: Path, width: int = 65_000, height: int = 65_000) -> Path:
+    """A small JPEG whose frame header (SOF) declares width × height pixels (12.7 GB decoded at
+    the default size); the scan data is that of a 64×48 picture."""
+    jpeg_with_metadata(path, size=(64, 48), orientation=1)
+    data = bytearray(path.read_bytes())
+    position = 2
+    while data[position + 1] not in (0xC0, 0xC1, 0xC2):  # the first SOF segment
+        position += 2 + struct.unpack_from(">H", data, position + 2)[0]
+    # SOF: marker, length (2), precision (1), height (2), width (2).
+    struct.pack_into(">HH", data, position + 5, height, width)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def webp_bomb(path: Path, edge: int = 16_384) -> Path:
+    """An animated WebP of a few hundred bytes whose canvas (VP8X) is edge × edge, the largest
+    the format allows (268 Mpx): its frames are 16×16, which an animation may be."""
+    frames = [Image.new("RGB", (16, 16), colour) for colour in (RED, BLUE)]
+    frames[0].save(path, format="WEBP", save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    data = bytearray(path.read_bytes())
+    vp8x = data.find(b"VP8X")
+    assert vp8x == 12, "Pillow writes animations as RIFF header + VP8X"
+    # VP8X payload: flags (4 bytes), then canvas width - 1 and height - 1 (24 bits each).
+    data[vp8x + 12 : vp8x + 15] = (edge - 1).to_bytes(3, "little")
+    data[vp8x + 15 : vp8x + 18] = (edge - 1).to_bytes(3, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def png_deflate_bomb(path: Path, width: int = 10_000, height: int = 10_000) -> Path:
+    """A genuine, complete PNG of width × height black RGB pixels: its IDAT is a real deflate
+    stream (about 300 kB at the default size) that inflates to 300 MB."""
+    row = b"\x00" * (1 + 3 * width)
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    path.write_bytes(data)
+    return path
+
+
+def png_text_bomb(path: Path, inflated: int = 64 * 1024 * 1024) -> Path:
+    """A small PNG with a zTXt chunk, before its pixels, that inflates to `inflated` bytes."""
+    png(path, (32, 32))
+    data = path.read_bytes()
+    chunk = _png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"A" * inflated, 9))
+    idat = data.find(b"IDAT") - 4
+    path.write_bytes(data[:idat] + chunk + data[idat:])
+    return path
+
+
+def heic_bomb(path: Path, width: int = 20_000, height: int = 20_000) -> Path:
+    """A small HEIC whose image spatial extents (`ispe`) declare width × height."""
+    heic(path, (128, 96))
+    data = bytearray(path.read_bytes())
+    ispe = data.find(b"ispe")
+    assert ispe != -1
+    # ispe: type, version and flags (4), width (4), height (4).
+    struct.pack_into(">II", data, ispe + 8, width, height)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def endless_video(path: Path) -> Path:
+    """A half-second MP4 whose sample table (`stts`) gives each frame 2^31 - 1 ticks, days of
+    video per frame: what its packets say, whatever its header says."""
+    video(path, seconds=0.5, audio=False)
+    data = bytearray(path.read_bytes())
+    stts = data.find(b"stts")
+    # stts: type, version and flags (4), entry count (4), then (sample count, delta) pairs.
+    (entries,) = struct.unpack_from(">I", data, stts + 8)
+    for entry in range(entries):
+        struct.pack_into(">I", data, stts + 16 + 8 * entry, 0x7FFFFFFF)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def jpeg_javascript_polyglot(path: Path, payload: bytes) -> Path:
+    """A JPEG that is also a script: its first segment (APP0) is 0x2F2A bytes long, so the file
+    reads `ÿØÿà/*` to a JavaScript parser, and the segment holds `*/` + payload + `/*`; the
+    rest of the file is a real 64×48 picture followed by `*/`."""
+    picture = jpeg_with_metadata(path.with_suffix(".picture"), size=(64, 48), orientation=1).read_bytes()
+    script = b"*/" + payload + b"/*"
+    segment = b"\xff\xe0" + b"/*" + script.ljust(0x2F2A - 2, b" ")
+    path.write_bytes(picture[:2] + segment + picture[2:] + b"*/")
+    return path

@@ -145,6 +145,22 @@ async def test_healthz_names_what_is_down(gateway: Gateway) -> None:
     assert response.json() == {"status": "down", "down": ["redis"]}
 
 
+async def test_healthz_is_degraded_but_200_while_only_postgres_is_down(gateway: Gateway) -> None:
+    class Unreachable:
+        async def fetchval(self, query: str) -> None:
+            raise ConnectionRefusedError("PostgreSQL is down")
+
+    healthy_pool = gateway.services.pool
+    gateway.services.pool = Unreachable()  # type: ignore[assignment]
+    try:
+        response = await gateway.http.get("/healthz")
+    finally:
+        gateway.services.pool = healthy_pool
+    # Publishing still works: the load balancer must keep this gateway.
+    assert response.status_code == 200
+    assert response.json() == {"status": "degraded", "down": ["postgres"]}
+
+
 async def test_auth_while_the_database_is_down_asks_to_retry_later(
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:

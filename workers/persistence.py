@@ -255,11 +255,19 @@ class PersistenceWorker:
         async with self.redis.pipeline(transaction=False) as pipe:
             for (entry_id, fields), _ in dead:
                 pipe.xadd(self.keys.dead_letter(stream), {b"id": entry_id, **fields})
-            for channel in {row[1] for _, row in dead if row is not None}:
+            refused_upto: dict[str, int] = {}
+            for _, row in dead:
+                if row is not None:
+                    refused_upto[row[1]] = max(row[2], refused_upto.get(row[1], 0))
+            for channel, upto in refused_upto.items():
                 # Its sequence went back: drop it so that the next publish re-seeds it above
-                # what Postgres holds, under a new epoch (clients reload).
+                # what Postgres holds, under a new epoch (clients reload). The history must
+                # not serve the refused messages under seqs Postgres gives to others: up to
+                # the highest refused seq, resumes and reloads read Postgres (the record);
+                # later entries stay, and the re-seed still starts above them.
                 ck = self.keys.channel(Channel.parse(channel))
                 pipe.delete(ck.seq, ck.epoch)
+                pipe.xtrim(ck.history, minid=f"{upto + 1}-0", approximate=False)
             pipe.xack(stream, CONSUMER_GROUP, *ids)
             pipe.xdel(stream, *ids)
             await pipe.execute()
