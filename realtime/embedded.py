@@ -54,7 +54,8 @@ def _socket_path(redis_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"procreche-redis-{digest}.sock"
 
 
-async def _answers(url: str) -> bool:
+async def redis_answers(url: str) -> bool:
+    """Whether a Redis answers PING at `url` now (2 s at most)."""
     client = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
         return bool(await client.ping())
@@ -72,7 +73,7 @@ async def embedded_redis(data_dir: Path) -> AsyncIterator[str]:
     redis_dir.mkdir(parents=True, exist_ok=True)
     socket_path = _socket_path(redis_dir)
     url = f"unix://{socket_path}"
-    if await _answers(url):
+    if await redis_answers(url):
         # Another procreche process on this data folder started it: share it.
         yield url
         return
@@ -106,7 +107,7 @@ async def embedded_redis(data_dir: Path) -> AsyncIterator[str]:
     )
     try:
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT
-        while not await _answers(url):
+        while not await redis_answers(url):
             if process.returncode is not None or asyncio.get_running_loop().time() > deadline:
                 raise RuntimeError(f"embedded Redis did not start; see {redis_dir / 'redis.log'}")
             await asyncio.sleep(0.05)

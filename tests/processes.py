@@ -21,6 +21,7 @@ import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from realtime.embedded import redis_answers
 from realtime.pg_tools import pgserver_bin
 from realtime.settings import Settings
 from tests.conftest import DEMO_PASSWORD, free_socket, wait_for
@@ -341,13 +342,7 @@ class RedisServer:
         async def answers() -> bool:
             assert self.process is not None
             assert self.process.returncode is None, f"redis-server exited:\n{self.log_tail()}"
-            client = Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
-            try:
-                return bool(await client.ping())
-            except (RedisError, OSError):
-                return False
-            finally:
-                await client.aclose()
+            return await redis_answers(self.url)
 
         await wait_for(answers, timeout=timeout, interval=0.05)
 
