@@ -9,7 +9,7 @@ import {
   backLink,
   carried,
   checkbox,
-  dangerCard,
+  eraseCard as eraseCardOf,
   dateInput,
   exportCard,
   feedback,
@@ -17,7 +17,6 @@ import {
   FLAGS,
   heading,
   keeper,
-  leave,
   loading,
   personName,
   redraw,
@@ -319,19 +318,8 @@ export function childSection(ctx, call, childId) {
     );
 
   // Erasure for good: the child's record, feed, messages about them and media (§1.7).
-  const eraseCard = (child) => {
-    const fb = keep("erase", feedback);
-    const name = fullName(child);
-    const erase = h("button", { type: "button", class: "danger", id: "child-erase" }, t("admin.erase"));
-    erase.addEventListener("click", async () => {
-      if (!(await ctx.confirm(t("admin.erase_child_confirm", { name }), t("admin.erase")))) return;
-      let erased;
-      if (await fb.run(erase, async () => (erased = await call("POST", "/erasures", { subject: "child", id: childId })))) {
-        leave(ctx, "#/admin/children", t("admin.erased_child", { name, messages: erased.messages, media: erased.media }));
-      }
-    });
-    return dangerCard("child-erase-title", t("admin.erase"), t("admin.erase_child_hint"), erase, fb);
-  };
+  const eraseCard = (child) =>
+    eraseCardOf(ctx, call, { subject: "child", id: childId, name: fullName(child), list: "#/admin/children", fb: keep("erase", feedback) });
 
   load();
   const exporting = exportCard(ctx, "child", childId, t("admin.export_child"));

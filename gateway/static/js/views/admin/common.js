@@ -76,14 +76,23 @@ export function carried(ctx) {
   return text ? h("p", { class: "action-status ok carried" }, text) : null;
 }
 
-// A danger card: what an irreversible action does, its button and its outcome.
-export function dangerCard(id, title, hint, button, fb) {
+// Erasure for good of a child or a household from its page (protocol.md §1.7): what it
+// does, a confirmation, then back to the list, which says what was erased.
+export function eraseCard(ctx, call, { subject, id, name, list, fb }) {
+  const erase = h("button", { type: "button", class: "danger", id: `${subject}-erase` }, t("admin.erase"));
+  erase.addEventListener("click", async () => {
+    if (!(await ctx.confirm(t(`admin.erase_${subject}_confirm`, { name }), t("admin.erase")))) return;
+    let erased;
+    if (await fb.run(erase, async () => (erased = await call("POST", "/erasures", { subject, id })))) {
+      leave(ctx, list, t(`admin.erased_${subject}`, { name, messages: erased.messages, media: erased.media }));
+    }
+  });
   return h(
     "section",
-    { class: "card danger-zone", "aria-labelledby": id },
-    h("h3", { id }, title),
-    h("p", { class: "muted" }, hint),
-    h("div", { class: "row" }, button),
+    { class: "card danger-zone", "aria-labelledby": `${subject}-erase-title` },
+    h("h3", { id: `${subject}-erase-title` }, t("admin.erase")),
+    h("p", { class: "muted" }, t(`admin.erase_${subject}_hint`)),
+    h("div", { class: "row" }, erase),
     fb.el,
   );
 }

@@ -8,7 +8,7 @@ import {
   addPanel,
   backLink,
   carried,
-  dangerCard,
+  eraseCard as eraseCardOf,
   exportCard,
   feedback,
   field,
@@ -258,22 +258,8 @@ export function householdSection(ctx, call, familyId) {
   };
 
   // -- erasure for good: the household, its conversation and media (§1.7) -------------------
-  const eraseCard = (family) => {
-    const fb = keep("erase", feedback);
-    const erase = h("button", { type: "button", class: "danger", id: "household-erase" }, t("admin.erase"));
-    erase.addEventListener("click", async () => {
-      if (!(await ctx.confirm(t("admin.erase_household_confirm", { name: family.name }), t("admin.erase")))) return;
-      let erased;
-      const done = await fb.run(erase, async () => {
-        erased = await call("POST", "/erasures", { subject: "household", id: familyId });
-      });
-      if (done) {
-        const text = t("admin.erased_household", { name: family.name, messages: erased.messages, media: erased.media });
-        leave(ctx, "#/admin/households", text);
-      }
-    });
-    return dangerCard("household-erase-title", t("admin.erase"), t("admin.erase_household_hint"), erase, fb);
-  };
+  const eraseCard = (family) =>
+    eraseCardOf(ctx, call, { subject: "household", id: familyId, name: family.name, list: "#/admin/households", fb: keep("erase", feedback) });
 
   load();
   const exporting = exportCard(ctx, "household", familyId, t("admin.export_household"));
