@@ -16,6 +16,8 @@ from realtime.erasure import KINDS, Eraser, Kind, Subject
 from realtime.errors import BadRequest
 from realtime.permissions import may_administer, refusal
 
+REQUESTED_AT_SQL = "SELECT requested_at FROM erasure_requests WHERE user_id = $1"
+
 
 def _kind(value: object) -> Kind:
     for kind in KINDS:
@@ -46,7 +48,7 @@ async def request_my_erasure(request: Request) -> Response:
             principal.user_id,
         )
         if requested is None:
-            at = await conn.fetchval("SELECT requested_at FROM erasure_requests WHERE user_id = $1", principal.user_id)
+            at = await conn.fetchval(REQUESTED_AT_SQL, principal.user_id)
             return JSONResponse({"requested_at": iso(at)})
         await audit.record_own(conn, user_id=principal.user_id, action="erasure.request")
     return JSONResponse({"requested_at": iso(requested)}, status_code=201)
@@ -54,9 +56,7 @@ async def request_my_erasure(request: Request) -> Response:
 
 async def my_erasure_request(request: Request) -> Response:
     principal = await current_principal(request)
-    at = await services(request).pool.fetchval(
-        "SELECT requested_at FROM erasure_requests WHERE user_id = $1", principal.user_id
-    )
+    at = await services(request).pool.fetchval(REQUESTED_AT_SQL, principal.user_id)
     return JSONResponse({"requested_at": iso(at)})
 
 

@@ -14,6 +14,7 @@ from gateway.params import only_fields, text_field
 from gateway.services import Services
 from realtime import invitations
 from realtime.accounts import SessionUser, normalise_email
+from realtime.codec import LoneSurrogate, load_json
 from realtime.errors import BadRequest, Unauthenticated
 from realtime.permissions import Principal
 
@@ -31,17 +32,14 @@ async def json_body(request: Request) -> dict[str, Any]:
     if len(raw) > MAX_BODY:
         raise BadRequest("request body too large", code="too_large")
     try:
-        data = json.loads(raw or b"null")
-    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+        # Strict decoding: bytes that encode a lone surrogate are no text either.
+        data = load_json(raw.decode(json.detect_encoding(raw)) if raw else "null")
+    except LoneSurrogate:
+        raise BadRequest("body must be valid Unicode text", code="bad_request") from None
+    except ValueError:  # UnicodeDecodeError included
         raise BadRequest("body must be JSON", code="bad_request") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object", code="bad_request")
-    try:
-        # JSON lets "\ud800" escape a lone surrogate, which is no text: it would fail far
-        # later (hashing a password, a database query) as a 500.
-        json.dumps(data, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise BadRequest("body must be valid Unicode text", code="bad_request") from None
     return data
 
 

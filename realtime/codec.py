@@ -48,6 +48,23 @@ def _encodable(value: object) -> bool:
     return True
 
 
+class LoneSurrogate(ValueError):
+    """The JSON escapes an unpaired UTF-16 surrogate ("\\ud800"), which no UTF-8 text can
+    carry: it would fail far later (echoing it back, hashing it, storing it)."""
+
+
+def load_json(data: str) -> object:
+    """JSON text as values, for the WebSocket frames and the HTTP bodies alike: ValueError
+    when it is not JSON or nests deeper than Python parses, LoneSurrogate as above."""
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if LONE_SURROGATE_ESCAPE.search(data) and not _encodable(value):
+        raise LoneSurrogate("unpaired UTF-16 surrogate")
+    return value
+
+
 class JsonCodec:
     subprotocol = JSON_SUBPROTOCOL
     binary = False
@@ -59,13 +76,11 @@ class JsonCodec:
         if isinstance(data, bytes):
             raise BadRequest("binary frames are not accepted on the JSON subprotocol", code="bad_frame")
         try:
-            frame = json.loads(data)
-        except (ValueError, RecursionError):
+            return load_json(data)
+        except LoneSurrogate:
+            raise BadRequest("frame contains an unpaired UTF-16 surrogate", code="bad_frame") from None
+        except ValueError:
             raise BadRequest("frame is not valid JSON", code="bad_frame") from None
-        # "\ud800" escapes decode to lone surrogates, which no UTF-8 reply could echo back.
-        if LONE_SURROGATE_ESCAPE.search(data) and not _encodable(frame):
-            raise BadRequest("frame contains an unpaired UTF-16 surrogate", code="bad_frame")
-        return frame
 
 
 class MsgpackCodec:

@@ -15,7 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from realtime.database import Pool
-from realtime.errors import BadRequest, Unavailable
+from realtime.errors import BadRequest
 from realtime.invalidation import announce
 from realtime.keys import Keys
 
@@ -31,9 +31,6 @@ class Maintenance:
 
     def public(self) -> dict[str, Any]:
         return {"message": self.message, "since": self.since.isoformat()}
-
-    def refusal(self) -> Unavailable:
-        return Unavailable(self.message, code="maintenance")
 
 
 def checked_message(message: object) -> str:
