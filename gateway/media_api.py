@@ -162,16 +162,15 @@ async def _audit_view(s: Services, p: Principal, media: Media, size: str) -> Non
     ask who looked. Thumbnails in a feed are not openings, and are not logged."""
     if media.structure_id not in p.staff_of:
         return
-    async with s.pool.acquire() as conn:
-        await audit.record(
-            conn,
-            actor_id=p.user_id,
-            structure_id=media.structure_id,
-            action="media.view",
-            subject_type="media",
-            subject_id=media.id,
-            details={"size": size, "children": list(media.children)},
-        )
+    await audit.record(
+        s.pool,
+        actor_id=p.user_id,
+        structure_id=media.structure_id,
+        action="media.view",
+        subject_type="media",
+        subject_id=media.id,
+        details={"size": size, "children": list(media.children)},
+    )
 
 
 async def signed_file(request: Request) -> Response:

@@ -87,10 +87,9 @@ class Accounts:
             raise Unauthenticated("this account is disabled", code="account_disabled")
         await self.redis.delete(throttle_key)
         opened = await self._open_session(row["id"])
-        async with self.pool.acquire() as conn:
-            await audit.record(
-                conn, actor_id=row["id"], structure_id=None, action="login", subject_type="user", subject_id=row["id"]
-            )
+        await audit.record(
+            self.pool, actor_id=row["id"], structure_id=None, action="login", subject_type="user", subject_id=row["id"]
+        )
         return opened
 
     async def _open_session(self, user_id: int) -> tuple[str, SessionUser]:

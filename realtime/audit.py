@@ -9,9 +9,11 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from realtime.database import Pool
+
 
 async def record(
-    conn: PoolConnectionProxy[asyncpg.Record],
+    conn: PoolConnectionProxy[asyncpg.Record] | Pool,
     *,
     actor_id: int | None,
     structure_id: int | None,
@@ -20,7 +22,8 @@ async def record(
     subject_id: int | str,
     details: Mapping[str, Any] | None = None,
 ) -> None:
-    """Written in the caller's transaction, so the fact and the change commit together."""
+    """Written in the caller's transaction, so the fact and the change commit together; a
+    fact that changes nothing else (a login, a view, a download) is written on the pool."""
     await conn.execute(
         "INSERT INTO audit_log (actor_id, structure_id, action, subject_type, subject_id, details)"
         " VALUES ($1, $2, $3, $4, $5, $6)",

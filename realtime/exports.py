@@ -165,16 +165,15 @@ class Exports:
 
     async def downloaded(self, export: Export) -> None:
         """A download link was handed out to the requester: audited."""
-        async with self.pool.acquire() as conn:
-            await audit.record(
-                conn,
-                actor_id=export.requester_id,
-                structure_id=export.structure_id,
-                action="export.download",
-                subject_type="export",
-                subject_id=export.id,
-                details=export.audit_details(),
-            )
+        await audit.record(
+            self.pool,
+            actor_id=export.requester_id,
+            structure_id=export.structure_id,
+            action="export.download",
+            subject_type="export",
+            subject_id=export.id,
+            details=export.audit_details(),
+        )
 
     # -- the queue ------------------------------------------------------------------------
 
