@@ -92,6 +92,11 @@ async def settings(servers: tuple[str, str], tmp_path: Path) -> AsyncIterator[Se
         reclaim_idle_ms=500,
         demo_password=DEMO_PASSWORD,
     )
+    await drop_keys(redis_url, prefix)
+
+
+async def drop_keys(redis_url: str, prefix: str) -> None:
+    """Every Redis key a test's prefix made."""
     redis = Redis.from_url(redis_url)
     try:
         keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]

@@ -25,7 +25,16 @@ from realtime.client import Client
 from realtime.database import migrate, open_pool
 from realtime.keys import Keys
 from realtime.settings import Settings
-from tests.conftest import Gateway, bearer, execute_once, media_worker, persistence_worker, running_gateway, wait_for
+from tests.conftest import (
+    Gateway,
+    bearer,
+    drop_keys,
+    execute_once,
+    media_worker,
+    persistence_worker,
+    running_gateway,
+    wait_for,
+)
 from tests.conftest import with_database as database_named
 from tests.media_samples import jpeg_with_metadata
 from tests.processes import procreche_env, run_cli
@@ -55,13 +64,7 @@ async def new_deployment(settings: Settings, tmp_path: Path) -> AsyncIterator[Se
         )
     finally:
         await execute_once(settings.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        redis = Redis.from_url(settings.redis_url)
-        try:
-            keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
-            if keys:
-                await redis.delete(*keys)
-        finally:
-            await redis.aclose()
+        await drop_keys(settings.redis_url, prefix)
 
 
 async def table_rows(database_url: str, tables: list[str]) -> dict[str, list[str]]:
