@@ -78,20 +78,30 @@ export function carried(ctx) {
 
 // Erasure for good of a child or a household from its page (protocol.md §1.7): what it
 // does, a confirmation, then back to the list, which says what was erased.
+const ERASURE_TEXTS = {
+  child: { hint: N_("admin.erase_child_hint"), confirm: N_("admin.erase_child_confirm"), done: N_("admin.erased_child") },
+  household: {
+    hint: N_("admin.erase_household_hint"),
+    confirm: N_("admin.erase_household_confirm"),
+    done: N_("admin.erased_household"),
+  },
+};
+
 export function eraseCard(ctx, call, { subject, id, name, list, fb }) {
+  const texts = ERASURE_TEXTS[subject];
   const erase = h("button", { type: "button", class: "danger", id: `${subject}-erase` }, t("admin.erase"));
   erase.addEventListener("click", async () => {
-    if (!(await ctx.confirm(t(`admin.erase_${subject}_confirm`, { name }), t("admin.erase")))) return;
+    if (!(await ctx.confirm(t(texts.confirm, { name }), t("admin.erase")))) return;
     let erased;
     if (await fb.run(erase, async () => (erased = await call("POST", "/erasures", { subject, id })))) {
-      leave(ctx, list, t(`admin.erased_${subject}`, { name, messages: erased.messages, media: erased.media }));
+      leave(ctx, list, t(texts.done, { name, messages: erased.messages, media: erased.media }));
     }
   });
   return h(
     "section",
     { class: "card danger-zone", "aria-labelledby": `${subject}-erase-title` },
     h("h3", { id: `${subject}-erase-title` }, t("admin.erase")),
-    h("p", { class: "muted" }, t(`admin.erase_${subject}_hint`)),
+    h("p", { class: "muted" }, t(texts.hint)),
     h("div", { class: "row" }, erase),
     fb.el,
   );
