@@ -162,6 +162,15 @@ class Hub:
             sub.sink.close(CloseCode.SLOW_CONSUMER, "slow consumer: resume from your last seq")
         return written
 
+    def renumbered(self, channel: str) -> int:
+        """The channel's numbering was repaired under a new epoch (realtime.keys.RENUMBER):
+        the seqs its subscribers hold mean nothing now. Close their connections, so that
+        they resume, learn the new epoch and reload; the number closed."""
+        subs = list(self._channels.get(channel, ()))
+        for sub in subs:
+            sub.sink.close(CloseCode.LIVE_PATH_LOST, "channel renumbered: resume")
+        return len(subs)
+
     def go_live(self, sub: Subscriber, last_seq: int) -> None:
         """The backlog up to `last_seq` was written: replay what came since, then go live."""
         sub.last_seq = last_seq

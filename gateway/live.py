@@ -160,6 +160,11 @@ class LiveFeed:
             head, _, rest = message["data"].partition(b" ")
             if head == b"w":
                 self.hub.deliver(channel, Outgoing.withdrawal(channel, rest.decode()))
+            elif head == b"r":
+                if closed := self.hub.renumbered(channel):
+                    log.warning(
+                        "%s renumbered under epoch %s: %d subscribers here resume", channel, rest.decode(), closed
+                    )
             elif head[:1] == b"e" and (audience := AUDIENCES.get(head[1:].decode())) is not None:
                 self.hub.deliver(channel, Outgoing.event(msgpack.unpackb(rest), audience))
             else:

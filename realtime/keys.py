@@ -123,6 +123,45 @@ redis.call('SET', KEYS[2], ARGV[2], 'NX')
 return 1
 """
 
+# KEYS: seq, epoch, history, ingest, then the dedup key of each message to renumber
+# ARGV: highest sequence in Postgres, new epoch, live channel, history maxlen, then the id
+#       and the record of each message to renumber, in publishing order
+# Repairs a channel whose sequence went back (Redis came back without its latest writes):
+# the messages published since under sequence numbers Postgres had already given to others
+# are published again above everything either holds, under a new epoch. The history keeps
+# nothing Postgres holds (up to the floor, Postgres is the record: entries there are either
+# copies of it or these messages under their void numbers); each message goes back into the
+# history and the ingest stream under its new number, and its publisher's retry, if any,
+# learns that number. Live subscribers are told ('r' and the epoch) to reload. Returns the
+# new numbers.
+RENUMBER = """
+local floor = tonumber(ARGV[1])
+local top = tonumber(redis.call('GET', KEYS[1]) or '0')
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+if last[1] then
+  local s = tonumber(string.match(last[1][1], '^(%d+)'))
+  if s > top then top = s end
+end
+if floor > top then top = floor end
+redis.call('SET', KEYS[1], top)
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('XTRIM', KEYS[3], 'MINID', floor + 1)
+local seqs = {}
+for i = 5, #KEYS do
+  local id, record = ARGV[2 * i - 5], ARGV[2 * i - 4]
+  local seq = redis.call('INCR', KEYS[1])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], tostring(seq) .. '-0', 's', seq, 'm', record)
+  redis.call('XADD', KEYS[4], '*', 's', seq, 'm', record)
+  local prior = redis.call('GET', KEYS[i])
+  if prior and string.sub(prior, string.find(prior, ' ', 1, true) + 1) == id then
+    redis.call('SET', KEYS[i], tostring(seq) .. ' ' .. id, 'KEEPTTL')
+  end
+  seqs[#seqs + 1] = seq
+end
+redis.call('PUBLISH', ARGV[3], 'r ' .. ARGV[2])
+return seqs
+"""
+
 # KEYS: withdrawn set, ingest
 # ARGV: message id, live channel, channel name, reason
 # Marks a message withdrawn (for history reads), records it for the persistence worker

@@ -252,6 +252,19 @@ def test_pending_overflow_closes_the_subscriber() -> None:
     assert closes(other) == []
 
 
+def test_a_renumbered_channel_closes_its_subscribers_so_that_they_resume() -> None:
+    hub = Hub(LIMIT)
+    following = [live(hub, last_seq=40), live(hub, MsgpackCodec())]
+    catching_up = Subscriber(FakeSink(), JsonCodec(), CHANNEL)
+    hub.add(catching_up)
+    elsewhere = live(hub, channel="family:43")
+    assert hub.renumbered(CHANNEL) == 3
+    for sub in [*following, catching_up]:
+        assert closes(sub) == [(CloseCode.LIVE_PATH_LOST, "channel renumbered: resume")]
+    assert closes(elsewhere) == []
+    assert hub.renumbered("family:44") == 0
+
+
 def test_add_and_remove_report_first_and_last_subscriber() -> None:
     hub = Hub(LIMIT)
     a = Subscriber(FakeSink(), JsonCodec(), CHANNEL)

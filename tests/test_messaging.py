@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -206,6 +207,49 @@ async def test_the_same_frames_work_in_msgpack(gateway: Gateway, martin_family: 
         ack = await staff.publish(martin_family, "en binaire")
         push = await parent.next_push()
         assert (push["seq"], push["body"]["text"]) == (ack["seq"], "en binaire")
+
+
+async def test_a_message_acknowledged_under_a_seq_postgres_holds_reaches_everyone_renumbered(
+    gateway: Gateway, martin_family: str, settings: Settings, redis: Redis, pool: asyncpg.Pool
+) -> None:
+    """Redis came back without its latest writes (a power cut): its sequence went back, so a
+    message is acknowledged under a seq PostgreSQL holds for another. The worker publishes it
+    again above PostgreSQL under a new epoch; a follower still connected is closed with 4000
+    at once, resumes, is told to reload, and then has every message, that one included."""
+    token = await gateway.login("martin@demo.test")
+    async with (
+        persistence_worker(settings, redis, pool),
+        Client.connect(gateway.ws, await gateway.login("staff@demo.test")) as staff,
+    ):
+        first = [await staff.publish(martin_family, f"avant {n}") for n in range(2)]
+        await wait_for(lambda: pool.fetchval("SELECT count(*) = 2 FROM messages WHERE channel = $1", martin_family))
+        async with Client.connect(gateway.ws, token) as parent:
+            before = await parent.subscribe(martin_family, since=0)
+            assert [(await parent.next_push())["seq"] for _ in first] == [1, 2]
+            # What Redis restarts from: its state after the first message.
+            ck = gateway.services.keys.channel(Channel.parse(martin_family))
+            kept: Any = await redis.xrange(ck.history, max="1-0")
+            await redis.delete(ck.history)
+            await redis.xadd(ck.history, kept[0][1], id=kept[0][0])
+            await redis.set(ck.seq, 1)
+            msg_id = str(uuid.uuid4())
+            void = await staff.publish(martin_family, "pendant", msg_id=msg_id)
+            assert void["seq"] == 2
+            await asyncio.wait_for(parent.ws.wait_closed(), 20)
+            assert (parent.ws.close_code, parent.ws.close_reason) == (4000, "channel renumbered: resume")
+        async with Client.connect(gateway.ws, token) as parent:
+            resumed = await parent.subscribe(martin_family, since=2, epoch=before["epoch"])
+            assert resumed["epoch"] != before["epoch"]
+            assert (resumed["recovered"], resumed["seq"]) == (False, 3)
+            await parent.request("unsubscribe", channel=martin_family)
+            await parent.subscribe(martin_family, since=0)
+            pushes = [await parent.next_push() for _ in range(3)]
+            assert [(p["seq"], p["body"]["text"]) for p in pushes] == [(1, "avant 0"), (2, "avant 1"), (3, "pendant")]
+            assert pushes[2]["id"] == void["id"]
+        retried = await staff.publish(martin_family, "pendant", msg_id=msg_id)
+        assert (retried["seq"], retried["id"]) == (3, void["id"])
+        stored = await wait_for(lambda: pool.fetchval("SELECT seq FROM messages WHERE id = $1", uuid.UUID(void["id"])))
+        assert stored == 3
 
 
 async def test_a_resume_across_an_epoch_change_asks_the_client_to_reload(

@@ -294,6 +294,7 @@ async def test_the_persistence_worker_reports_its_ingest_backlog_pending_entries
     assert done.value("procreche_persistence_batch_entries_sum") == 3
     assert done.value("procreche_persistence_batch_entries_count") >= 1
     assert done.value("procreche_dead_lettered_total") == 0
+    assert done.value("procreche_renumbered_messages_total") == 0
     assert await pool.fetchval("SELECT count(*) FROM messages WHERE channel = $1", household.name) == 3
 
 

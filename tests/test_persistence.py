@@ -169,28 +169,59 @@ async def test_entries_that_cannot_be_decoded_are_set_aside_and_the_rest_is_stor
     assert (await redis.xpending(stream, CONSUMER_GROUP))["pending"] == 0
 
 
-async def test_a_sequence_that_went_back_is_reseeded_under_a_new_epoch(
+async def test_a_message_whose_seq_went_back_is_renumbered_above_postgres_under_a_new_epoch(
     redis: Redis, pool: asyncpg.Pool, keys: Keys, bus: Bus, worker: PersistenceWorker
 ) -> None:
     first = [await say(bus, "family:2", f"m{n}", f"first-{n:04d}") for n in range(3)]
     await worker.run(burst=True)
-    # Redis came back from an older snapshot: its sequence and history are behind what
-    # Postgres holds.
+    # Redis came back from an older state (a power cut): its sequence and history are
+    # behind what Postgres holds; two messages are acknowledged under seqs Postgres has.
     ck = keys.channel(Channel.parse("family:2"))
-    await redis.set(ck.seq, 1)
+    kept: Any = await redis.xrange(ck.history, max="1-0")
     await redis.delete(ck.history)
-    clash = await say(bus, "family:2", "clash", "clash-0001")
-    assert clash.seq == 2
-    await worker.run(burst=True)
+    await redis.xadd(ck.history, kept[0][1], id=kept[0][0])
+    await redis.set(ck.seq, 1)
+    clashes = [await say(bus, "family:2", f"clash {n}", f"clash-{n:04d}") for n in range(2)]
+    assert [c.seq for c in clashes] == [2, 3]
+    assert clashes[0].epoch == first[0].epoch
+    live = redis.pubsub()
+    await live.subscribe(ck.live)
+    try:
+        await worker.run(burst=True)  # refused at 2 and 3: published again as 4 and 5
+        await worker.run(burst=True)  # stored at 4 and 5
+        told = [m async for m in _messages(live, 2)]
+    finally:
+        await live.aclose()  # type: ignore[no-untyped-call]
     after = await say(bus, "family:2", "after", "after-0001")
-    assert after.seq == 4
+    assert after.seq == 6
     assert after.epoch != first[0].epoch
+    assert told[1]["data"] == b"r " + after.epoch.encode()  # live subscribers are told at once
     await worker.run(burst=True)
     rows = await pool.fetch(
         "SELECT seq, body->>'text' AS text FROM messages WHERE channel = $1 ORDER BY seq", "family:2"
     )
-    assert [(r["seq"], r["text"]) for r in rows] == [(1, "m0"), (2, "m1"), (3, "m2"), (4, "after")]
-    assert await redis.xlen(keys.dead_letter(ck.ingest)) == 1
+    texts = ["m0", "m1", "m2", "clash 0", "clash 1", "after"]
+    assert [(r["seq"], r["text"]) for r in rows] == list(enumerate(texts, start=1))
+    assert {str(r["id"]) for r in await pool.fetch("SELECT id FROM messages")} >= {c.id for c in clashes}
+    assert await redis.xlen(keys.dead_letter(ck.ingest)) == 0
+    assert (worker.renumbered, worker.dead_lettered) == (2, 0)
+    # The history no longer serves them under their void seqs; a resume reads the record.
+    backlog = await bus.backlog(Channel.parse("family:2"), 0, 100)
+    assert [(m.seq, m.body["text"]) for m in backlog.messages] == list(enumerate(texts, start=1))
+    assert backlog.epoch == after.epoch
+    # The publisher retrying its msg_id learns the new seq, not the void one.
+    retried = await say(bus, "family:2", "clash 1", "clash-0001")
+    assert (retried.seq, retried.id, retried.duplicate) == (5, clashes[1].id, True)
+
+
+async def _messages(pubsub: Any, count: int) -> AsyncIterator[dict[str, Any]]:
+    """The next `count` pub/sub messages (the subscription's confirmation first), bounded."""
+    for _ in range(count):
+        message = None
+        async with asyncio.timeout(5):
+            while message is None:
+                message = await pubsub.get_message(timeout=1.0)
+        yield message
 
 
 async def test_a_sequence_behind_the_history_moves_past_it(redis: Redis, keys: Keys, bus: Bus) -> None:
@@ -313,7 +344,10 @@ async def test_every_command_and_pipeline_of_a_worker_touches_one_hash_slot(
     slots_seen: list[set[int]] = []
 
     def slots(commands: list[tuple[Any, ...]]) -> set[int]:
-        names = [a if isinstance(a, bytes) else str(a).encode() for args in commands for a in args]
+        # A script's keys are those it declares; its other arguments (a pub/sub channel
+        # among them) are no keys.
+        declared = [args[3 : 3 + int(args[2])] if args[0] in ("EVALSHA", "EVAL") else args for args in commands]
+        names = [a if isinstance(a, bytes) else str(a).encode() for args in declared for a in args]
         return {key_slot(k) for k in names if k.startswith(prefix)}
 
     original_command: Any = redis.execute_command
@@ -328,7 +362,7 @@ async def test_every_command_and_pipeline_of_a_worker_touches_one_hash_slot(
         return await original_pipeline(self, raise_on_error)
 
     # A dead consumer's pending entries (reclaimed), a poison message (dead letter), a
-    # sequence behind PostgreSQL (conflict: the channel's seq and epoch are dropped).
+    # sequence behind PostgreSQL (conflict: the message is renumbered in the channel's slot).
     for n in range(40):
         await say(bus, f"family:{n % 20 + 1}", f"m{n}", f"slot-{n:04d}")
     worker = PersistenceWorker.configured(settings, redis, pool)
@@ -350,8 +384,8 @@ async def test_every_command_and_pipeline_of_a_worker_touches_one_hash_slot(
     monkeypatch.undo()
 
     assert await redis.xlen(keys.dead_letter(keys.channel(Channel.parse("family:3")).ingest)) == 1
-    assert await redis.xlen(keys.dead_letter(ck.ingest)) == 1
-    assert not await redis.exists(ck.seq)
+    assert await redis.xlen(keys.dead_letter(ck.ingest)) == 0
+    assert worker.renumbered == 1
     assert (await redis.xpending(stream, CONSUMER_GROUP))["pending"] == 0
     assert len(slots_seen) > 3 * settings.partitions
     assert all(len(s) == 1 for s in slots_seen), [s for s in slots_seen if len(s) != 1]

@@ -108,6 +108,12 @@ class PersistenceSource(SampledSource):
         w = self.worker
         yield counter("procreche_persisted_messages_total", "Messages this worker stored in PostgreSQL.", w.persisted)
         yield counter(
+            "procreche_renumbered_messages_total",
+            "Messages this worker published again above PostgreSQL under a new epoch: Redis had given "
+            "their seq out again after losing writes (operations.md §9).",
+            w.renumbered,
+        )
+        yield counter(
             "procreche_dead_lettered_total",
             "Ingest entries this worker set aside in a dead-letter stream (operations.md §9).",
             w.dead_lettered,

@@ -33,6 +33,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from realtime import keys as K
 from realtime.channels import Channel
 from realtime.database import Pool
 from realtime.keys import CONSUMER_GROUP, Keys
@@ -102,12 +103,14 @@ class PersistenceWorker:
         reclaim_idle_ms: int,
         name: str | None = None,
         partitions: Collection[int] | None = None,
+        history_maxlen: int = Settings.history_maxlen,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.store = store
         self.batch = batch
         self.reclaim_idle_ms = reclaim_idle_ms
+        self.history_maxlen = history_maxlen  # the channels' capped history, for a message renumbered
         self.name = name or consumer_name()
         self.partitions = sorted(set(range(keys.partitions) if partitions is None else partitions))
         if not self.partitions:
@@ -115,12 +118,14 @@ class PersistenceWorker:
         if not set(self.partitions) <= set(range(keys.partitions)):
             raise ValueError(f"partitions {self.partitions} are not all within 0-{keys.partitions - 1}")
         self.streams = [keys.ingest(p) for p in self.partitions]
-        # For /metrics (workers/metrics.py): rows stored, entries set aside, batches
-        # retried, and the entries of each batch stored.
+        # For /metrics (workers/metrics.py): rows stored, messages published again under a
+        # new seq, entries set aside, batches retried, and the entries of each batch stored.
         self.persisted = 0
+        self.renumbered = 0
         self.dead_lettered = 0
         self.failures = 0
         self.batch_sizes = Histogram(BATCH_BUCKETS)
+        self._renumber = redis.register_script(K.RENUMBER)
         self._stopping = asyncio.Event()
 
     @classmethod
@@ -132,6 +137,7 @@ class PersistenceWorker:
             batch=settings.worker_batch,
             reclaim_idle_ms=settings.reclaim_idle_ms,
             partitions=settings.worker_partitions,
+            history_maxlen=settings.history_maxlen,
         )
 
     def close(self) -> None:
@@ -233,63 +239,85 @@ class PersistenceWorker:
         return Batch.decode(stream, reply[1])
 
     async def _persist(self, batch: Batch) -> None:
-        """Store a batch, then set aside and acknowledge its entries in its stream."""
+        """Store a batch; renumber the messages whose seq PostgreSQL gave to another; set
+        aside what cannot be stored; acknowledge the batch's entries in its stream."""
         stream, rows = batch.stream, batch.rows
         try:
-            refused = await self.store.insert(rows)
+            taken = await self.store.insert(rows)
+            unstorable: set[str] = set()
         except asyncpg.DataError:
             # One message PostgreSQL cannot store must not stop the partition: store the
             # batch one by one and set the bad ones aside.
-            refused = await self._insert_one_by_one(rows)
+            taken, unstorable = await self._insert_one_by_one(rows)
         # After the inserts: a withdrawal follows its message in the stream.
         await self.store.withdraw(batch.withdrawals)
-        # The entries set aside, by entry id: undecodable (no row), or refused.
-        aside: dict[bytes, MessageRow | None] = {entry_id: None for entry_id, _ in batch.undecodable}
-        if refused:
-            aside |= {item[0]: row for item, row in zip(batch.message_entries, rows, strict=True) if row[0] in refused}
-        dead = [(item, aside[item[0]]) for item in batch.entries if item[0] in aside] if aside else []
-        # One pipeline, one partition: the dead-letter stream carries the ingest stream's tag,
-        # and a channel's `seq` and `epoch` carry its partition's tag, which is the stream's
-        # (the publish script wrote the entry there).
+        dead: list[tuple[Item, MessageRow | None]] = [(item, None) for item in batch.undecodable]
+        renumber: dict[str, list[tuple[Item, MessageRow]]] = {}
+        for item, row in zip(batch.message_entries, rows, strict=True):
+            if row[0] in unstorable:
+                dead.append((item, row))
+            elif row[0] in taken:
+                renumber.setdefault(row[1], []).append((item, row))
+        # Read before the transaction: no seq Redis hands out from now on can be at or below it.
+        floors = {channel: await self.store.max_seq(channel) for channel in renumber}
+        # One transaction, one partition: the dead-letter stream carries the ingest stream's
+        # tag, and a channel's keys carry its partition's, which is the stream's (the publish
+        # script wrote the entry there). Atomic, so that a crash cannot renumber a message
+        # and leave its entry to be renumbered again.
         ids = [entry_id for entry_id, _ in batch.entries]
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:
             for (entry_id, fields), _ in dead:
                 pipe.xadd(self.keys.dead_letter(stream), {b"id": entry_id, **fields})
-            refused_upto: dict[str, int] = {}
-            for _, row in dead:
-                if row is not None:
-                    refused_upto[row[1]] = max(row[2], refused_upto.get(row[1], 0))
-            for channel, upto in refused_upto.items():
-                # Its sequence went back: drop it so that the next publish re-seeds it above
-                # what Postgres holds, under a new epoch (clients reload). The history must
-                # not serve the refused messages under seqs Postgres gives to others: up to
-                # the highest refused seq, resumes and reloads read Postgres (the record);
-                # later entries stay, and the re-seed still starts above them.
+            for channel, messages in renumber.items():
                 ck = self.keys.channel(Channel.parse(channel))
-                pipe.delete(ck.seq, ck.epoch)
-                pipe.xtrim(ck.history, minid=f"{upto + 1}-0", approximate=False)
+                await self._renumber(
+                    keys=[ck.seq, ck.epoch, ck.history, ck.ingest, *(ck.dedup(r[3], r[5]) for _, r in messages)],
+                    args=[
+                        floors[channel],
+                        secrets.token_hex(8),
+                        ck.live,
+                        self.history_maxlen,
+                        *(v for (_, fields), row in messages for v in (row[0], fields[b"m"])),
+                    ],
+                    client=pipe,
+                )
             pipe.xack(stream, CONSUMER_GROUP, *ids)
             pipe.xdel(stream, *ids)
-            await pipe.execute()
-        for (entry_id, _), row in dead:
+            replies = await pipe.execute()
+        renumbered = iter(replies[len(dead) : len(dead) + len(renumber)])
+        for channel, messages in renumber.items():
+            for (_, moved), seq in zip(messages, next(renumbered), strict=True):
+                # Redis came back without its latest writes and gave this seq out again.
+                log.warning(
+                    "persistence: message %s in %s had seq %d, which PostgreSQL holds for another message; "
+                    "published again as seq %d under a new epoch",
+                    moved[0],
+                    channel,
+                    moved[2],
+                    seq,
+                )
+        for (entry_id, _), aside in dead:
             log.error(
                 "persistence: ingest entry %s of %s set aside in %s (message %s in %s)",
                 entry_id,
                 stream,
                 self.keys.dead_letter(stream),
-                row[0] if row else "undecodable",
-                row[1] if row else "?",
+                aside[0] if aside else "undecodable",
+                aside[1] if aside else "?",
             )
-        self.persisted += len(rows) - len(refused)
+        self.persisted += len(rows) - len(taken) - len(unstorable)
+        self.renumbered += len(taken)
         self.dead_lettered += len(dead)
         self.batch_sizes.observe(len(batch.entries))
 
-    async def _insert_one_by_one(self, rows: list[MessageRow]) -> set[str]:
-        refused: set[str] = set()
+    async def _insert_one_by_one(self, rows: list[MessageRow]) -> tuple[set[str], set[str]]:
+        """The ids whose seq is taken, and those PostgreSQL cannot store."""
+        taken: set[str] = set()
+        unstorable: set[str] = set()
         for row in rows:
             try:
-                refused |= await self.store.insert([row])
+                taken |= await self.store.insert([row])
             except asyncpg.DataError:
                 log.exception("message %s in %s cannot be stored", row[0], row[1])
-                refused.add(row[0])
-        return refused
+                unstorable.add(row[0])
+        return taken, unstorable
