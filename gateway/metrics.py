@@ -112,10 +112,13 @@ async def metrics_listener(metrics: Metrics, host: str, port: int) -> AsyncItera
     loop = asyncio.get_running_loop()
     where = f"{host}:{port} (PROCRECHE_METRICS_HOST, PROCRECHE_METRICS_PORT)"
     try:
-        family, _, _, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
+        family, _, proto, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
     except OSError as exc:
         raise ProcrecheError(f"cannot listen for metrics on {where}: {exc}") from exc
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # With its protocol named (TCP), not 0: asyncio turns Nagle off (TCP_NODELAY) only on
+    # the connections of such a socket, and with Nagle on each answer waited ~40 ms for the
+    # client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)

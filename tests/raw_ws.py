@@ -16,7 +16,8 @@ async def open_raw(
     """Open `ws_url` (ws://host:port/ws) with `subprotocol` (JSON by default); returns the
     streams right after the handshake. `receive_buffer` shrinks the socket's receive window."""
     host, port = ws_url.removeprefix("ws://").split("/")[0].split(":")
-    sock = socket.socket()
+    # TCP named, so that asyncio turns Nagle off: frames written back to back go out at once.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     if receive_buffer is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     sock.setblocking(False)
