@@ -36,6 +36,7 @@ from realtime.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    ProcrecheError,
     Throttled,
     Unauthenticated,
     Unavailable,
@@ -86,6 +87,17 @@ log = logging.getLogger("procreche.ws")
 
 MAX_SUBSCRIPTIONS = 256
 NOTHING_HIDDEN: frozenset[int] = frozenset()
+
+
+def reported(exc: Exception, what: str) -> ProcrecheError:
+    """What the client is told of `exc`, raised while handling `what`; logged for the
+    operator when the fault is ours (with its traceback) or a backing server's (which one)."""
+    error = client_error(exc)
+    if error.code == "internal":
+        log.exception("%s failed", what)
+    elif error.retry:
+        log.warning("%s answered %s: %r", what, error.code, exc.__cause__ or exc)
+    return error
 
 
 class Session:
@@ -219,41 +231,42 @@ class Session:
             self.close(CloseCode.AUTH_TIMEOUT, "no auth frame in time")
 
     async def _authenticate(self, data: bytes | str) -> None:
+        rid = None
         try:
             request = self.protocol.receive(data)
+            if not isinstance(request, Auth):
+                return  # the protocol admits nothing else before it
+            rid = request.rid
+            if self._auth_timer is not None:
+                self._auth_timer.cancel()
+                self._auth_timer = None
+            await self._auth(request)
         except RequestError as exc:
             self.send(self.protocol.error(exc.rid, exc.error))
-            return
-        if not isinstance(request, Auth):
-            return  # the protocol admits nothing else before it
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
-            self._auth_timer = None
-        if await self._auth(request):
-            self.services.sessions.add(self)
-
-    async def _auth(self, request: Auth) -> bool:
-        try:
-            user, principal = await self._identify(request.token)
         except Exception as exc:
-            error = client_error(exc)
-            self.send(self.protocol.error(request.rid, error))
-            # Only a refused token asks the client to log in again; anything else is ours.
+            # As `_serve` does, and then the connection ends: it is not authenticated. Only a
+            # refused token asks the client to log in again; anything else is ours.
+            error = reported(exc, "auth")
+            self.send(self.protocol.error(rid, error))
             refused = isinstance(error, Unauthenticated)
             self.close(CloseCode.AUTH_FAILED if refused else CloseCode.TRY_AGAIN_LATER, error.code)
-            return False
+
+    async def _auth(self, request: Auth) -> None:
+        user, principal = await self._identify(request.token)
         if not principal.terms_accepted:
             error = terms_not_accepted()
             self.send(self.protocol.error(request.rid, error))
             self.close(CloseCode.TERMS_NOT_ACCEPTED, error.code)
-            return False
+            return
         self.principal = principal
         self.user_id = user.user_id
         self.name = principal.name
         self.token_hash = user.token_hash
+        # Registered before the reply: once told it is in, the client is reachable by a
+        # logout or a change of its rights.
+        self.services.sessions.add(self)
         self.protocol.authenticated()
         self.send(self.protocol.reply(request.rid, user=user.public()))
-        return True
 
     async def _identify(self, token: str) -> tuple[SessionUser, Principal]:
         user = await self.services.accounts.authenticate(token)
@@ -272,13 +285,7 @@ class Session:
         except RequestError as exc:
             self.send(self.protocol.error(exc.rid, exc.error))
         except Exception as exc:
-            error = client_error(exc)
-            if error.code == "internal":
-                log.exception("request failed")
-            elif error.retry:
-                # A backing server's trouble: say which, for the operator.
-                log.warning("request answered %s: %r", error.code, exc.__cause__ or exc)
-            self.send(self.protocol.error(rid, error))
+            self.send(self.protocol.error(rid, reported(exc, "request")))
 
     async def _dispatch(self, request: Request) -> None:
         if isinstance(request, Subscribe):

@@ -13,6 +13,7 @@ from websockets.typing import Subprotocol
 
 from realtime.client import Client, ReplyError
 from realtime.errors import CloseCode
+from realtime.protocol import ServerProtocol
 from realtime.settings import Settings
 from tests.conftest import Gateway, bearer, running_gateway
 
@@ -169,6 +170,31 @@ async def test_auth_while_the_database_is_down_asks_to_retry_later(
 
     monkeypatch.setattr(gateway.services.accounts, "authenticate", database_down)
     assert await refused_auth(gateway.ws, "any") == ("unavailable", CloseCode.TRY_AGAIN_LATER)
+
+
+@pytest.mark.parametrize("where", ["decoding the frame", "checking the token", "registering the session"])
+async def test_an_unexpected_fault_during_auth_answers_internal_and_closes_with_1013(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    """A bug of ours before the connection is authenticated: the client is told (an error
+    frame, then 1013: retry later), not dropped without a close frame; the operator gets
+    the traceback."""
+
+    def fault(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    async def async_fault(*args: object) -> None:
+        fault()
+
+    token = await gateway.login("martin@demo.test")
+    if where == "decoding the frame":
+        monkeypatch.setattr(ServerProtocol, "receive", fault)
+    elif where == "checking the token":
+        monkeypatch.setattr(gateway.services.accounts, "authenticate", async_fault)
+    else:
+        monkeypatch.setattr(gateway.services.sessions, "add", fault)
+    assert await refused_auth(gateway.ws, token) == ("internal", CloseCode.TRY_AGAIN_LATER)
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == ["auth failed"]
 
 
 async def test_http_calls_while_the_database_is_down_are_503(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
