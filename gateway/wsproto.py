@@ -702,7 +702,9 @@ class FanoutWebSocketProtocol(asyncio.Protocol):
             try:
                 self._put({"type": "websocket.receive", "text": data.decode()})
             except UnicodeDecodeError:
-                logger.exception("Invalid UTF-8 sequence received from client.")
+                # The client's fault, one line per connection it costs: no error, no
+                # traceback (uvicorn logs both, which lets any client flood the logs).
+                logger.info("%sinvalid UTF-8 in a text message: closed with 1007", self._prefix())
                 self.conn.send_close(1007)
                 self.handle_parser_exception()
                 return

@@ -1007,7 +1007,9 @@ async def test_fragments_over_64_kib_together_close_with_1009(gateway: Gateway) 
     await no_session_left(gateway)
 
 
-async def test_invalid_utf8_in_a_text_message_closes_with_1007(gateway: Gateway) -> None:
+async def test_invalid_utf8_in_a_text_message_closes_with_1007(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
     token = await gateway.login("martin@demo.test")
     for label, frames in {
         "one frame": [client_frame(TEXT, b'{"op": "auth", "rid": 1, "token": "\xc3\x28"}')],
@@ -1020,6 +1022,9 @@ async def test_invalid_utf8_in_a_text_message_closes_with_1007(gateway: Gateway)
         writer.write(b"".join(frames))
         assert await close_code(reader, writer) == 1007, label
     await no_session_left(gateway)
+    # The client's fault: one line each, no error and no traceback a client could flood the logs with.
+    said = [r for r in caplog.records if "UTF-8" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in said] == [("INFO", None)] * 5
 
 
 async def test_a_client_close_is_echoed_and_an_invalid_one_is_a_protocol_error(gateway: Gateway) -> None:
