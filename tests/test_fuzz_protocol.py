@@ -839,6 +839,9 @@ def run_in_thread(
     return fuzz
 
 
+# Replaying a failing example, hypothesis warns that its repr is large (the frames): under
+# -W error that warning would replace the failure it is about to report.
+@pytest.mark.filterwarnings("ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning")
 @pytest.mark.parametrize("subprotocol", [JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL], ids=["json", "msgpack"])
 async def test_fuzzed_frames_are_each_answered_or_closed_with_a_documented_code(
     gateway: Gateway, demo_families: dict[str, int], subprotocol: str
