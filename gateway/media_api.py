@@ -108,7 +108,9 @@ async def upload(request: Request) -> Response:
 
 async def view_decision(s: Services, p: Principal, media: Media) -> Decision:
     """may_view_media, with the facts read now: channel, withdrawal, consents."""
-    media = await s.media.bind_persisted(media)
+    if media.message_id is None and media.channel is not None and media.uploader_id and media.msg_key:
+        published = await s.bus.published_id(Channel.parse(media.channel), media.uploader_id, media.msg_key)
+        media = await s.media.bind_published(media, published)
     channel_decision, withdrawn = FORBIDDEN, False
     if media.channel is not None:
         channel = Channel.parse(media.channel)

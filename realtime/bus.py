@@ -103,6 +103,16 @@ class Bus:
         seq, mid, duplicate, epoch = result
         return Published(int(seq), _text(mid), bool(duplicate), _text(epoch))
 
+    async def published_id(self, channel: Channel, author_id: int, msg_id: str) -> str | None:
+        """The id of the message the author published with `msg_id` in the last 24 hours, as
+        the publish script recorded it for retries (atomically with the publish): None if
+        there is none."""
+        try:
+            prior = await self.redis.get(self.keys.channel(channel).dedup(author_id, msg_id))
+        except RedisError as exc:
+            raise Unavailable("the message bus is unavailable") from exc
+        return None if prior is None else _text(prior).partition(" ")[2]
+
     async def _seed_sequence(self, channel: Channel) -> None:
         ck = self.keys.channel(channel)
         floor = await self.store.max_seq(channel.name)

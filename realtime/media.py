@@ -265,17 +265,20 @@ class MediaLibrary:
         )
         return bool(bound == len(ids))
 
-    async def bind_persisted(self, media: Media) -> Media:
-        """A reservation whose publish succeeded but whose gateway died before binding: find
-        the message PostgreSQL holds for it and bind now."""
+    async def bind_published(self, media: Media, message_id: str | None) -> Media:
+        """A reservation whose publish succeeded, not bound yet: its gateway is binding it (a
+        viewer the message reached live can ask first) or died before it. Bind it now to its
+        message: `message_id`, as Redis's record of the publish names it, else the one
+        PostgreSQL holds for the publish."""
         if media.message_id is not None or media.channel is None:
             return media
-        message_id = await self.pool.fetchval(
-            "SELECT id::text FROM messages WHERE channel = $1 AND author_id = $2 AND client_msg_id = $3",
-            media.channel,
-            media.uploader_id,
-            media.msg_key,
-        )
+        if message_id is None:
+            message_id = await self.pool.fetchval(
+                "SELECT id::text FROM messages WHERE channel = $1 AND author_id = $2 AND client_msg_id = $3",
+                media.channel,
+                media.uploader_id,
+                media.msg_key,
+            )
         if message_id is None:
             return media
         await self.bind([media.id], channel=media.channel, msg_key=media.msg_key or "", message_id=message_id)

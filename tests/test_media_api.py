@@ -16,6 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from gateway.ws import Session
 from realtime.client import Client, ReplyError
 from realtime.settings import Settings
 from tests.conftest import Gateway, bearer, media_worker, running_gateway, wait_for
@@ -346,6 +347,47 @@ async def test_a_published_photo_is_served_to_its_channel_only(gateway: Gateway,
                 "publish", channel=family, msg_id="media-m7", body=media_body(media_id), children=[known["Léa"]]
             )
     assert foreign.value.code == "not_found"
+
+
+async def test_a_photo_reaching_a_parent_live_is_served_before_its_publisher_is_answered(
+    gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live push leaves with the publish; the gateway binds the media to the message
+    right after. A parent's phone asking for the photo in between gets it (the publish's
+    own record in Redis names the message), not a 404 it would show as "unavailable"."""
+    known = await ids(gateway)
+    family = f"family:{known['Famille Martin']}"
+    staff = await gateway.login("staff@demo.test")
+    martin = await gateway.login("martin@demo.test")
+    binding = asyncio.Event()
+    original = Session._bind_media
+
+    async def bind_later(self: Session, request: Any, body: dict[str, Any], message_id: str) -> None:
+        await binding.wait()
+        await original(self, request, body, message_id)
+
+    monkeypatch.setattr(Session, "_bind_media", bind_later)
+    async with media_worker(gateway):
+        media_id = await ready_photo(gateway, staff, tmp_path)
+    async with Client.connect(gateway.ws, martin) as parent, Client.connect(gateway.ws, staff) as publisher:
+        await parent.subscribe(family)
+        publishing = asyncio.create_task(
+            publisher.request(
+                "publish", channel=family, msg_id="live-photo", body=media_body(media_id), children=[known["Léa"]]
+            )
+        )
+        try:
+            pushed = await parent.next_push()
+            assert pushed["body"]["media"][0]["id"] == media_id
+            assert not publishing.done()
+            assert (await fetch(gateway, martin, media_id, "thumb")).status_code == 200
+        finally:
+            binding.set()
+        assert (await publishing)["id"] == pushed["id"]
+    assert (
+        await gateway.services.pool.fetchval("SELECT message_id::text FROM media WHERE id = $1", media_id)
+        == pushed["id"]
+    )
 
 
 @pytest.mark.rule("F6")
