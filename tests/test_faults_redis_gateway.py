@@ -48,12 +48,13 @@ import asyncpg
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
 from realtime.channels import Channel
-from realtime.keys import Keys
+from realtime.keys import CONSUMER_GROUP, Keys
 from realtime.messages import unpack_record
 from realtime.settings import Settings
 from tests import figures
@@ -336,6 +337,19 @@ async def history_ids(redis_url: str, settings: Settings, channel: str) -> set[s
         await client.aclose()
 
 
+async def ingest_state(redis_url: str, settings: Settings, channel: str) -> dict[str, Any]:
+    """The channel's partition's ingest stream: its length, and its pending entries."""
+    client = Redis.from_url(redis_url)
+    try:
+        stream = Keys(settings.redis_prefix, settings.partitions).channel(Channel.parse(channel)).ingest
+        pending: Any = await client.xpending(stream, CONSUMER_GROUP)
+        return {"entries": await client.xlen(stream), "pending": pending}
+    except RedisError as exc:
+        return {"unreadable": repr(exc)}
+    finally:
+        await client.aclose()
+
+
 async def channels_of(gateway: GatewayProcess, emails: list[str]) -> dict[str, tuple[str, list[str]]]:
     """Each account's token and the household and group channels it may follow."""
     found: dict[str, tuple[str, list[str]]] = {}
@@ -444,7 +458,18 @@ async def test_redis_restarted_while_staff_publish(settings: Settings, tmp_path:
                 aside = await dead_letters(redis.url, settings.redis_prefix)
                 return acked_ids <= set(stored) | aside
 
-            await wait_for(settled, timeout=WAIT, interval=0.1)
+            try:
+                await wait_for(settled, timeout=WAIT, interval=0.1)
+            except AssertionError as exc:
+                # Seen once in CI (the SIGKILL case), never reproduced: say what there is to know.
+                stored = await persisted(database_url, [household])
+                held = await history_ids(redis.url, settings, household)
+                missing = [(a.seq, a.id, a.id in held) for a in acked if a.id not in stored]
+                raise AssertionError(
+                    f"{exc}; acknowledged, not persisted (seq, id, in the Redis history): {missing}; "
+                    f"persisted seqs: {sorted(seq for _, seq in stored.values())}; "
+                    f"ingest: {await ingest_state(redis.url, settings, household)}"
+                ) from None
             stored = await persisted(database_url, [household])
             aside = await dead_letters(redis.url, settings.redis_prefix)
             record = sorted((seq, message_id) for message_id, (_, seq) in stored.items())
