@@ -27,6 +27,7 @@ from gateway.services import Services
 from realtime import demo
 from realtime.database import migrate, open_pool
 from realtime.embedded import embedded_postgres, embedded_redis
+from realtime.keys import ChannelKeys
 from realtime.passwords import Passwords
 from realtime.settings import Settings
 from workers.exports import ExportWorker
@@ -104,6 +105,17 @@ async def drop_keys(redis_url: str, prefix: str) -> None:
             await redis.delete(*keys)
     finally:
         await redis.aclose()
+
+
+async def rewind(redis: Redis, ck: ChannelKeys, seq: int) -> None:
+    """The channel as a Redis restarted from an older state (a power cut) has it: its
+    sequence and history as they were at `seq`. The history is made anew, since a stream
+    whose newer entries were deleted still refuses ids below its last one."""
+    kept: Any = await redis.xrange(ck.history, max=f"{seq}-0")
+    await redis.delete(ck.history)
+    for entry_id, fields in kept:
+        await redis.xadd(ck.history, fields, id=entry_id)
+    await redis.set(ck.seq, seq)
 
 
 @pytest_asyncio.fixture

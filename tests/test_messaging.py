@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import asyncpg
 import pytest
@@ -14,7 +13,7 @@ from realtime.channels import Channel
 from realtime.client import Client, ReplyError
 from realtime.codec import MSGPACK_SUBPROTOCOL
 from realtime.settings import Settings
-from tests.conftest import Gateway, persistence_worker, wait_for
+from tests.conftest import Gateway, persistence_worker, rewind, wait_for
 
 pytestmark = pytest.mark.usefixtures("demo_families")
 
@@ -228,10 +227,7 @@ async def test_a_message_acknowledged_under_a_seq_postgres_holds_reaches_everyon
             assert [(await parent.next_push())["seq"] for _ in first] == [1, 2]
             # What Redis restarts from: its state after the first message.
             ck = gateway.services.keys.channel(Channel.parse(martin_family))
-            kept: Any = await redis.xrange(ck.history, max="1-0")
-            await redis.delete(ck.history)
-            await redis.xadd(ck.history, kept[0][1], id=kept[0][0])
-            await redis.set(ck.seq, 1)
+            await rewind(redis, ck, 1)
             msg_id = str(uuid.uuid4())
             void = await staff.publish(martin_family, "pendant", msg_id=msg_id)
             assert void["seq"] == 2

@@ -25,7 +25,7 @@ from realtime.keys import CONSUMER_GROUP, Keys
 from realtime.message_store import MessageStore
 from realtime.messages import Author, unpack_record
 from realtime.settings import Settings, SettingsError, parse_partitions
-from tests.conftest import wait_for
+from tests.conftest import rewind, wait_for
 from tests.processes import GatewayProcess, cli_process, free_port, procreche_env, terminate
 from workers.persistence import PersistenceWorker
 
@@ -177,10 +177,7 @@ async def test_a_message_whose_seq_went_back_is_renumbered_above_postgres_under_
     # Redis came back from an older state (a power cut): its sequence and history are
     # behind what Postgres holds; two messages are acknowledged under seqs Postgres has.
     ck = keys.channel(Channel.parse("family:2"))
-    kept: Any = await redis.xrange(ck.history, max="1-0")
-    await redis.delete(ck.history)
-    await redis.xadd(ck.history, kept[0][1], id=kept[0][0])
-    await redis.set(ck.seq, 1)
+    await rewind(redis, ck, 1)
     clashes = [await say(bus, "family:2", f"clash {n}", f"clash-{n:04d}") for n in range(2)]
     assert [c.seq for c in clashes] == [2, 3]
     assert clashes[0].epoch == first[0].epoch

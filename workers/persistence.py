@@ -258,7 +258,8 @@ class PersistenceWorker:
                 dead.append((item, row))
             elif row[0] in taken:
                 renumber.setdefault(row[1], []).append((item, row))
-        # Read before the transaction: no seq Redis hands out from now on can be at or below it.
+        # PostgreSQL's highest seq of each channel, read before the transaction: RENUMBER
+        # raises the channel's sequence above it.
         floors = {channel: await self.store.max_seq(channel) for channel in renumber}
         # One transaction, one partition: the dead-letter stream carries the ingest stream's
         # tag, and a channel's keys carry its partition's, which is the stream's (the publish
